@@ -1,0 +1,80 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, self-describing.
+
+A checkpoint is a dict of plain types and tensors::
+
+    {"format": "bbavectors-1", "model": state_dict, "config": config_to_dict(cfg),
+     "classes": [...], "epoch": int, "step": int, ...optimizer / scheduler / scaler / ema state}
+
+so that :func:`model_from_checkpoint` rebuilds the network from the checkpoint alone and it moves
+freely between CPU and GPU (``map_location``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config, config_from_dict, config_to_dict
+
+__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "bbavectors-1"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    # DDP and torch.compile wrap the module; checkpoints always hold the plain one's keys.
+    inner = getattr(model, "module", model)
+    return getattr(inner, "_orig_mod", inner)
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, cfg: Config, classes: list[str] | tuple[str, ...], **state: Any
+) -> None:
+    """Write ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model": _unwrap(model).state_dict(),
+        "config": config_to_dict(cfg),
+        "classes": list(classes),
+        **state,
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (``weights_only=True``); clear errors for wrong files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a bbavectors checkpoint (missing format {CHECKPOINT_FORMAT!r})")
+    return ckpt
+
+
+def model_from_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Config, list[str]]:
+    """Rebuild the model stored in a checkpoint, in eval mode on ``device``.
+
+    Returns:
+        ``(model, config, class names)``.
+    """
+    from .models.builder import build_model  # late import: the model package is heavy
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    cfg = config_from_dict(ckpt["config"])
+    classes = list(ckpt["classes"])
+    # The trunk's ImageNet weights are in the state dict already: never fetch them again.
+    cfg.model.pretrained = None
+    model = build_model(cfg, num_classes=len(classes))
+    model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    return model.to(device).eval(), cfg, classes

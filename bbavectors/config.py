@@ -1,0 +1,315 @@
+"""Typed configuration: dataclasses loaded from small YAML files, with CLI overrides.
+
+A :class:`Config` is the single source of truth for a run. It is read once (``load_config``),
+overridden from the command line (``apply_overrides``), and saved inside every checkpoint
+(``config_to_dict``) so that a checkpoint rebuilds its own model (``config_from_dict``).
+
+YAML layout (every section and key optional; unknown keys are errors, so typos never pass)::
+
+    name: dota_resnet18
+    model: {backbone: resnet18, head_width: 64}
+    data: {classes: dota1.0, input_size: 608}
+    train: {epochs: 80, batch_size: 16}
+
+Overrides use dotted keys: ``apply_overrides(cfg, ["model.backbone=resnet50", "train.lr=2e-4"])``;
+values are parsed as YAML scalars (``1e-4``, ``true``, ``[0.5, 1.0]``, ``null``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "AugmentConfig",
+    "TargetConfig",
+    "LossConfig",
+    "DecodeConfig",
+    "TrainConfig",
+    "Config",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "save_config",
+    "ConfigError",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid (unknown key, wrong type)."""
+
+
+@dataclass
+class ModelConfig:
+    """The network: trunk, decoder and heads."""
+
+    backbone: str = "resnet101"
+    #: None (random init), "imagenet" (torchvision weights, network needed) or a local .pth path.
+    pretrained: str | None = None
+    #: Trunk stages (counted from the deepest) whose parameters train; 5 = all, 0 = none.
+    trainable_layers: int = 5
+    #: Replace the trunk's BatchNorm with torchvision's FrozenBatchNorm2d (statistics fixed).
+    frozen_bn: bool = False
+    #: Channels of the hidden conv in each head (the original uses 256).
+    head_width: int = 256
+    #: Output stride of the heads; BBAVectors decodes at stride 4 whatever the trunk.
+    down_ratio: int = 4
+
+
+@dataclass
+class DataConfig:
+    """Where the images and labels are, and which classes they hold."""
+
+    #: Data set folder holding images/, labelTxt/ and split files; None = built-in synthetic set.
+    root: str | None = None
+    #: Class list: dota1.0 | dota1.5 | dota2.0 | hrsc2016 | synthetic | path to a text file.
+    classes: str = "dota1.0"
+    train_split: str = "trainval"
+    val_split: str = "val"
+    #: Square network input (letterbox target), a multiple of 32 is fastest.
+    input_size: int = 608
+    #: Per-channel mean / std of RGB images in [0, 1] (ImageNet), applied on the device.
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    workers: int = 4
+    #: Skip (report, count) label problems instead of failing.
+    strict_labels: bool = False
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentations on image + polygons together (probabilities in [0, 1])."""
+
+    hflip: float = 0.5
+    vflip: float = 0.5
+    rot90: float = 0.5
+    #: Probability of an arbitrary-angle rotation and its range in degrees.
+    rotate: float = 0.0
+    rotate_range: float = 180.0
+    #: Random scale range around the letterbox scale, then a crop to the input size.
+    scale_min: float = 0.75
+    scale_max: float = 1.25
+    #: Colour jitter strength (brightness / contrast / saturation), 0 disables.
+    color_jitter: float = 0.3
+    #: Random channel permutation probability (off by default: colour is informative).
+    channel_shuffle: float = 0.0
+
+
+@dataclass
+class TargetConfig:
+    """How ground-truth polygons become head targets."""
+
+    #: Objects whose oriented box is smaller than this (pixels, shorter side at input scale)
+    #: cannot be encoded at stride 4 and become ignore regions.
+    min_size: float = 2.0
+    #: cls_theta = 0 (decode with the external box) when IoU(oriented box, its external
+    #: axis-aligned box) >= this; computed analytically. See bbavectors.targets.
+    horizontal_iou: float = 0.98
+    #: Upper bound on objects per image; objects beyond it are counted and logged, never silent.
+    max_objects: int = 1000
+    #: Minimum IoU kept between a box and its shifted copy when sizing the heatmap Gaussian.
+    gaussian_overlap: float = 0.7
+    #: Difficult objects become ignore regions (no loss) instead of positives.
+    ignore_difficult: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and focal-loss exponents."""
+
+    hm_weight: float = 1.0
+    wh_weight: float = 1.0
+    reg_weight: float = 1.0
+    cls_theta_weight: float = 1.0
+    focal_alpha: float = 2.0
+    focal_beta: float = 4.0
+
+
+@dataclass
+class DecodeConfig:
+    """Post-processing of the head outputs."""
+
+    top_k: int = 500
+    score_thresh: float = 0.1
+    #: cls_theta probability above which the vectors (not the external box) are used.
+    cls_theta_thresh: float = 0.5
+    #: Rotated NMS IoU threshold per class; <= 0 disables NMS.
+    nms_thresh: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule and engine switches."""
+
+    epochs: int = 80
+    batch_size: int = 16
+    #: Learning rate for `base_batch_size` images per step; scaled linearly with the global batch.
+    lr: float = 1.25e-4
+    base_batch_size: int = 16
+    optimizer: str = "adamw"  # adam | adamw
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | exponential | constant
+    #: Decay factor per epoch for the "exponential" schedule (the original's 0.96).
+    gamma: float = 0.96
+    warmup_epochs: float = 1.0
+    grad_clip: float = 35.0
+    ema: bool = False
+    ema_decay: float = 0.9998
+    amp: str = "bf16"  # bf16 | fp16 | none
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: bool = False
+    val_every: int = 5
+    seed: int = 0
+    device: str = "auto"
+    max_nonfinite: int = 10
+
+
+@dataclass
+class Config:
+    """Everything a run needs; saved in every checkpoint."""
+
+    name: str = "bbavectors"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+T = TypeVar("T")
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """Coerce a YAML value to the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: cannot read {value!r} as {annotation}")
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _from_dict(annotation, value, where)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in section '{where or 'top level'}'; known: {sorted(names)}"
+        )
+    kwargs = {
+        k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build a Config from a (possibly partial) nested dict; missing keys take defaults."""
+    return _from_dict(Config, data)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict of built-in types (tuples become lists), safe for YAML and torch.save."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))  # type: ignore[no-any-return]
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a YAML config file (None gives the defaults)."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Return a new Config with ``section.key=value`` overrides applied (YAML-parsed values)."""
+    data = config_to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise ConfigError(f"override {item!r}: unknown section {p!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}")
+        node[parts[-1]] = value
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the config as YAML, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    tmp.replace(path)

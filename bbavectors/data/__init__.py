@@ -1,0 +1,1 @@
+"""Data: DOTA-format data sets, augmentation, letterbox, synthetic data, loaders."""
