@@ -276,8 +276,24 @@ def _shapely_polys(poly: FloatArray) -> NDArray[np.object_]:
     return geoms
 
 
-def _iou_from_geoms(ga: NDArray[np.object_], gb: NDArray[np.object_]) -> FloatArray:
+def _intersection_area(ga: NDArray[np.object_], gb: NDArray[np.object_]) -> FloatArray:
+    """Intersection areas; robust to GEOS overlay failures on near-identical thin polygons.
+
+    GEOS's floating overlay can return a non-areal result (e.g. a MULTIPOINT) for two copies of a
+    100 x 1 box that differ by 1e-14 px; those pairs, and only those (they intersect but got zero
+    area), are recomputed with snap rounding on a 1e-9 px grid.
+    """
     inter = shapely.area(shapely.intersection(ga, gb))
+    suspect = np.nonzero(inter <= 0)[0]
+    if len(suspect):
+        touching = suspect[shapely.intersects(ga[suspect], gb[suspect])]
+        if len(touching):
+            inter[touching] = shapely.area(shapely.intersection(ga[touching], gb[touching], grid_size=1e-9))
+    return np.asarray(inter, dtype=np.float64)
+
+
+def _iou_from_geoms(ga: NDArray[np.object_], gb: NDArray[np.object_]) -> FloatArray:
+    inter = _intersection_area(ga, gb)
     union = shapely.area(ga) + shapely.area(gb) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
