@@ -1,0 +1,80 @@
+"""Small OpenCV image helpers for the DOTA tools: non-ASCII paths, clear errors, atomic writes.
+
+``cv2.imread`` / ``cv2.imwrite`` fail silently on non-ASCII paths on some systems (they return
+``None`` / ``False``); these helpers go through ``np.fromfile`` + ``cv2.imdecode`` and
+``cv2.imencode`` + ``ndarray.tofile`` instead. Images stay in OpenCV's **BGR** order: the split
+tool only crops and pads them, it never looks at colours.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image_bgr", "write_image_atomic", "list_images"]
+
+#: File suffixes (lower case) treated as images when listing a folder.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+class ImageReadError(OSError):
+    """An image file could not be read or decoded; the message names the file."""
+
+
+def read_image_bgr(path: str | Path) -> NDArray[np.uint8]:
+    """Decode an image file as ``(H, W, 3)`` uint8 BGR (``cv2.IMREAD_COLOR``, as DOTA's ImgSplit).
+
+    Grayscale images are replicated to 3 channels, alpha is dropped, 16-bit images are scaled to
+    8 bits by OpenCV.
+
+    Raises:
+        ImageReadError: missing, empty, truncated or undecodable file.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read file ({e})") from e
+    if data.size == 0:
+        raise ImageReadError(f"{path}: empty file")
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise ImageReadError(f"{path}: cannot decode image (corrupt, truncated or unknown format)")
+    return np.ascontiguousarray(img)
+
+
+def write_image_atomic(path: str | Path, image: NDArray[np.uint8]) -> None:
+    """Encode ``image`` (``(H, W)`` or ``(H, W, 3)`` uint8, BGR) by the path's suffix and write it
+    atomically (temporary file in the same folder + ``os.replace``)."""
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the image")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        buf.tofile(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def list_images(folder: str | Path) -> dict[str, Path]:
+    """``{file stem: path}`` of the images in ``folder`` (suffixes in :data:`IMAGE_EXTENSIONS`, any
+    case), sorted by stem.
+
+    Raises:
+        ValueError: two files share a stem (e.g. ``P0001.png`` and ``P0001.jpg``): ambiguous id.
+    """
+    out: dict[str, Path] = {}
+    for p in sorted(Path(folder).iterdir()):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS or p.name.startswith("."):
+            continue
+        if p.stem in out:
+            raise ValueError(f"{folder}: two images with the id {p.stem!r}: {out[p.stem].name} and {p.name}")
+        out[p.stem] = p
+    return out

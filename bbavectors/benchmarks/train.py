@@ -1,0 +1,269 @@
+"""Training speed: model-only step rate vs the full loop (real PNG files, real loader, device targets).
+
+Measured in one run, on one device, per trunk (default resnet18 and resnet101; 608x608, batch 16,
+bf16 autocast, channels_last on CUDA), with the **real training engine**
+(:class:`bbavectors.engine.trainer.Trainer`: same optimiser, loss, clipping, non-finite check):
+
+* **model-only**: one real batch is prepared once (uint8 -> device, normalised, targets encoded on the
+  device) and reused: each step is forward + loss + backward + clip + optimiser step
+  (:meth:`Trainer.optimise`). Targets are *pre-encoded*: this is the ceiling of the architecture.
+* **model + targets**: the same batch kept on the device as uint8 images and polygon lists; each
+  step also normalises and **encodes the targets on the device** (:meth:`Trainer.train_step` minus
+  the loader): the cost of target encoding.
+* **full loop**: the real loop, :meth:`Trainer.train_step` on batches from the real
+  :class:`~bbavectors.data.dataset.DotaDataset` + ``build_dataloader`` (``--workers`` processes
+  decoding PNG files and augmenting) with pinned, non-blocking copies.
+
+Data: ``--num-images`` synthetic 600x600 PNG patches with 50 objects each
+(:mod:`bbavectors.data.synthetic`), generated once and cached in ``--data-dir`` (default: a folder
+in the system's temporary directory). Each figure is the **median** images/s over ``--windows``
+timed windows of ``--steps`` steps, after ``--warmup`` steps (cuDNN autotuning, compile, loader
+start-up). The ratio full / model-only says how close the loop runs to the ceiling.
+
+CLI: ``tools/benchmark.py train ...`` (:func:`add_train_subcommand`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import Config, apply_overrides
+from ..data.synthetic import SyntheticParams, ensure_dataset
+
+__all__ = [
+    "TrainBenchmarkSettings",
+    "benchmark_dataset",
+    "bench_backbone",
+    "run_train_benchmark",
+    "format_train_report",
+    "add_train_subcommand",
+    "run_train_subcommand",
+    "hardware_summary",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The benchmark's data: 600x600 patches with 50 objects each (as the DESIGN's baseline numbers).
+BENCH_IMAGE_SIZE = 600
+BENCH_OBJECTS = 50
+
+
+@dataclass
+class TrainBenchmarkSettings:
+    """Everything a run uses (printed with the results)."""
+
+    backbones: list[str] = field(default_factory=lambda: ["resnet18", "resnet101"])
+    head_width: int = 64
+    input_size: int = 608
+    batch_size: int = 16
+    workers: int = 8
+    steps: int = 20
+    windows: int = 5
+    warmup: int = 10
+    device: str = "auto"
+    amp: str = "bf16"
+    channels_last: bool = True
+    compile: bool = False
+    num_images: int = 256
+    data_dir: str | None = None
+    seed: int = 0
+
+
+def benchmark_dataset(root: str | Path | None, num_images: int, seed: int = 0) -> Path:
+    """The cached set of 600x600 PNG patches with 50 objects each (generated on first use)."""
+    if root is None:
+        name = f"bbav_bench_train_{BENCH_IMAGE_SIZE}_{BENCH_OBJECTS}_{num_images}"
+        root = Path(tempfile.gettempdir()) / name
+    # Objects of 10-70 px leave room for 50 non-overlapping ones in 600x600; nothing held out.
+    params = SyntheticParams(image_size=BENCH_IMAGE_SIZE, num_objects=(BENCH_OBJECTS, BENCH_OBJECTS),
+                             size_range=(10.0, 70.0), val_fraction=0.0, test_fraction=0.0)
+    return ensure_dataset(root, num_images, seed, params)
+
+
+def hardware_summary(device: torch.device) -> str:
+    """GPU name (or CPU model), CPU count and library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU (CPU run)"
+    return (f"{gpu}; CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
+            f"torch {torch.__version__}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_windows(step: Callable[[], object], images_per_step: int, warmup: int, steps: int, windows: int,
+                   device: torch.device) -> list[float]:
+    """images/s of each of ``windows`` windows of ``steps`` steps, after ``warmup`` steps."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    rates = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        rates.append(images_per_step * steps / (time.perf_counter() - t0))
+    return rates
+
+
+def _endless(loader: Any) -> Generator[dict[str, Any], None, None]:
+    while True:
+        yield from loader
+
+
+def _bench_config(s: TrainBenchmarkSettings, backbone: str, data_root: Path) -> Config:
+    cfg = Config(name=f"bench_{backbone}")
+    return apply_overrides(cfg, [
+        f"model.backbone={backbone}", "model.pretrained=null", f"model.head_width={s.head_width}",
+        f"data.root={data_root}", "data.classes=synthetic", f"data.input_size={s.input_size}",
+        f"data.workers={s.workers}", f"train.batch_size={s.batch_size}", f"train.amp={s.amp}",
+        f"train.channels_last={str(s.channels_last).lower()}", f"train.compile={str(s.compile).lower()}",
+        f"train.device={s.device}", f"train.seed={s.seed}", "train.epochs=1000",
+    ])
+
+
+def bench_backbone(s: TrainBenchmarkSettings, backbone: str, data_root: Path) -> dict[str, Any]:
+    """The three rates (module docstring) for one trunk, each a median over windows."""
+    from ..engine.distributed import DistInfo
+    from ..engine.trainer import Trainer
+
+    cfg = _bench_config(s, backbone, data_root)
+    with tempfile.TemporaryDirectory(prefix="bbav_bench_run_") as run_dir:
+        trainer = Trainer(cfg, run_dir, dist_info=DistInfo(), progress=False, validation=False,
+                          threads=torch.get_num_threads())
+        batches = _endless(trainer.train_loader)
+        try:
+            first = next(batches)
+            device_batch = {**first, "images": first["images"].to(trainer.device),
+                            "polygons": [p.to(trainer.device) for p in first["polygons"]],
+                            "classes": [c.to(trainer.device) for c in first["classes"]],
+                            "difficult": [d.to(trainer.device) for d in first["difficult"]]}
+            x, targets = trainer.prepare_batch(first)
+            b = s.batch_size
+            model_only = _timed_windows(lambda: trainer.optimise(x, targets), b, s.warmup, s.steps, s.windows,
+                                        trainer.device)
+            with_targets = _timed_windows(lambda: trainer.train_step(device_batch), b, s.warmup, s.steps,
+                                          s.windows, trainer.device)
+            full = _timed_windows(lambda: trainer.train_step(next(batches)), b, s.warmup, s.steps, s.windows,
+                                  trainer.device)
+            skipped = trainer.nonfinite_total
+            amp_used = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "none (float32)"
+            channels_last_used = trainer.channels_last
+        finally:
+            batches.close()
+            trainer.close()
+    m, t, f = statistics.median(model_only), statistics.median(with_targets), statistics.median(full)
+    windows = {"model_only": model_only, "model_targets": with_targets, "full": full}
+    return {"backbone": backbone, "model_only_img_s": m, "model_targets_img_s": t, "full_img_s": f,
+            "full_over_model_only": f / m, "windows": windows, "nonfinite_skipped": skipped,
+            "amp_used": amp_used, "channels_last_used": channels_last_used}
+
+
+def run_train_benchmark(s: TrainBenchmarkSettings) -> dict[str, Any]:
+    """Generate (or reuse) the data, then measure every trunk; a JSON-able dict."""
+    from ..engine.distributed import DistInfo, resolve_device
+
+    device = resolve_device(s.device, DistInfo())
+    data_root = benchmark_dataset(s.data_dir, s.num_images, s.seed)
+    results: dict[str, Any] = {"settings": asdict(s), "hardware": hardware_summary(device),
+                               "device": str(device), "data": str(data_root), "backbones": []}
+    for backbone in s.backbones:
+        logger.info("benchmarking %s", backbone)
+        results["backbones"].append(bench_backbone(s, backbone, data_root))
+    # What the engine used (bf16 falls back to float32 on CPUs without it; channels_last is CUDA-only).
+    first = results["backbones"][0] if results["backbones"] else {}
+    results["amp_used"] = first.get("amp_used", s.amp)
+    results["channels_last_used"] = first.get("channels_last_used", s.channels_last)
+    return results
+
+
+def format_train_report(r: dict[str, Any]) -> str:
+    """The results as a small text table."""
+    s = r["settings"]
+    lines = [
+        f"hardware: {r['hardware']}",
+        f"device {r['device']}, input {s['input_size']}, batch {s['batch_size']}, amp {r['amp_used']}, "
+        f"channels_last {r['channels_last_used']}, compile {s['compile']}, head width {s['head_width']}, "
+        f"{s['workers']} loader workers",
+        f"data: {s['num_images']} PNG patches {BENCH_IMAGE_SIZE}x{BENCH_IMAGE_SIZE}, {BENCH_OBJECTS} objects "
+        f"each ({r['data']})",
+        f"images/s, median of {s['windows']} windows of {s['steps']} steps after {s['warmup']} warm-up steps",
+        "",
+    ]
+    width = max([14] + [len(b["backbone"]) + 2 for b in r["backbones"]])
+    lines.append(f"{'backbone':<{width}}{'model-only':>12}{'model+targets':>15}{'full loop':>11}"
+                 f"{'full/model-only':>17}")
+    for b in r["backbones"]:
+        lines.append(f"{b['backbone']:<{width}}{b['model_only_img_s']:>12.1f}{b['model_targets_img_s']:>15.1f}"
+                     f"{b['full_img_s']:>11.1f}{b['full_over_model_only']:>17.2f}")
+    lines += [
+        "",
+        "model-only: batch on the device, targets pre-encoded; model+targets: batch on the device,",
+        "targets encoded on the device each step; full loop: PNG files -> loader workers -> device ->",
+        "targets -> step (the real training loop).",
+    ]
+    return "\n".join(lines)
+
+
+def add_train_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``train`` on an ``argparse`` sub-parser set (``tools/benchmark.py``)."""
+    d = TrainBenchmarkSettings()
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "train", help="training speed: model-only step vs the full loop with real PNG files",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbones", nargs="+", default=d.backbones)
+    p.add_argument("--head-width", type=int, default=d.head_width)
+    p.add_argument("--input-size", type=int, default=d.input_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--workers", type=int, default=d.workers, help="loader worker processes")
+    p.add_argument("--steps", type=int, default=d.steps, help="steps per timed window")
+    p.add_argument("--windows", type=int, default=d.windows, help="timed windows (the median is reported)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first")
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default=d.amp)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
+                   help="channels_last memory format (CUDA only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--num-images", type=int, default=d.num_images, help="PNG patches to generate")
+    p.add_argument("--data-dir", help="where the generated patches are cached (default: temp folder)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.set_defaults(func=run_train_subcommand)
+    return p
+
+
+def run_train_subcommand(args: argparse.Namespace) -> int:
+    """Run from parsed ``train`` arguments; prints the table (and writes ``--json``)."""
+    s = TrainBenchmarkSettings(
+        backbones=list(args.backbones), head_width=args.head_width, input_size=args.input_size,
+        batch_size=args.batch_size, workers=args.workers, steps=args.steps, windows=args.windows,
+        warmup=args.warmup, device=args.device, amp=args.amp, channels_last=args.channels_last,
+        compile=args.compile, num_images=args.num_images, data_dir=args.data_dir)
+    results = run_train_benchmark(s)
+    print(format_train_report(results))
+    if args.json is not None:
+        tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        os.replace(tmp, args.json)
+    return 0

@@ -1,0 +1,143 @@
+r"""BBAVectors training loss, computed from the heads' **logits** (never from sigmoid outputs).
+
+``total = hm_weight * L_hm + wh_weight * L_wh + reg_weight * L_reg + cls_theta_weight * L_cls_theta``
+
+* ``L_hm``: CenterNet's penalty-reduced focal loss. With ``p = sigmoid(x)``, ``y`` the target heatmap::
+
+      pos (y == 1):  -(1 - p)^alpha * log(p)
+      neg (y <  1):  -(1 - y)^beta * p^alpha * log(1 - p)
+
+  written with ``logsigmoid`` (``log p = logsigmoid(x)``, ``log(1 - p) = logsigmoid(-x)``,
+  ``p^alpha = exp(alpha * logsigmoid(x))``), so that it stays finite, with finite gradients, for
+  any finite logit: the original took ``log`` of unclamped sigmoid outputs and went NaN as soon as a
+  sigmoid saturated to exactly 0 or 1 in float32 (DESIGN §4.1). Pixels under ``hm_ignore`` count
+  neither way. Sum over the batch divided by the number of positive peaks outside ignore regions,
+  clamped to >= 1 (an image without objects gives its negatives' sum).
+* ``L_wh`` / ``L_reg``: smooth L1 (beta 1, as the original) between the predictions gathered at the
+  object centres ``ind`` and the targets, over valid slots (``mask``): sum over objects and
+  channels / (number of objects * channels), the number clamped to >= 1, so a batch without
+  objects gives exactly 0 (no 0/0).
+* ``L_cls_theta``: binary cross-entropy with logits at the centres, mean over valid slots (same
+  normalisation).
+
+Everything is computed in float32 whatever the autocast dtype of the outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import LossConfig
+
+__all__ = ["BBAVLoss", "focal_loss_with_logits", "gather_at_centres", "masked_smooth_l1", "masked_bce"]
+
+
+def focal_loss_with_logits(
+    logits: Tensor, target: Tensor, ignore: Tensor | None = None, alpha: float = 2.0, beta: float = 4.0
+) -> Tensor:
+    """CenterNet focal loss from logits (module docstring).
+
+    Args:
+        logits: ``(B, C, h, w)`` heatmap logits.
+        target: ``(B, C, h, w)`` in ``[0, 1]``, exactly 1 at object centres.
+        ignore: ``(B, 1, h, w)`` or ``(B, C, h, w)`` bool; True pixels add nothing (None: no ignore).
+        alpha, beta: focusing exponents.
+    Returns:
+        Scalar: summed loss / max(1, number of positives outside ignore).
+    """
+    x = logits.float()
+    y = target.float()
+    log_p = F.logsigmoid(x)
+    log_not_p = F.logsigmoid(-x)
+    pos = y.eq(1.0)
+    pos_loss = -torch.exp(alpha * log_not_p) * log_p
+    neg_loss = -torch.pow(1.0 - y, beta) * torch.exp(alpha * log_p) * log_not_p
+    per_pixel = torch.where(pos, pos_loss, neg_loss)
+    if ignore is not None:
+        keep = ~ignore.expand_as(per_pixel)
+        per_pixel = per_pixel * keep
+        pos = pos & keep
+    num_pos = pos.sum().clamp_min(1).float()
+    return per_pixel.sum() / num_pos
+
+
+def gather_at_centres(feature: Tensor, ind: Tensor) -> Tensor:
+    """Values of a head at object centres.
+
+    Args:
+        feature: ``(B, C, h, w)`` (any memory format; the map is never copied).
+        ind: ``(B, K)`` long, ``y * w + x``.
+    Returns:
+        ``(B, K, C)``.
+    """
+    b, _, _, w = feature.shape
+    ys = torch.div(ind, w, rounding_mode="floor")
+    xs = ind - ys * w
+    batch_idx = torch.arange(b, device=feature.device)[:, None]
+    # Advanced indices around a slice put the indexed dims first: (B, K, C).
+    return feature[batch_idx, :, ys, xs]
+
+
+def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Smooth L1 (beta 1) summed over valid slots and channels / (valid slots * channels).
+
+    Args:
+        pred, target: ``(B, K, D)``; mask: ``(B, K)`` bool.
+    Returns:
+        Scalar; exactly 0 when no slot is valid.
+    """
+    m = mask[..., None].float()
+    loss = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=1.0) * m
+    count = (m.sum() * pred.shape[-1]).clamp_min(1.0)
+    return loss.sum() / count
+
+
+def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Binary cross-entropy with logits, mean over valid slots.
+
+    Args:
+        logits, target: ``(B, K, 1)``; mask: ``(B, K)`` bool.
+    Returns:
+        Scalar; exactly 0 when no slot is valid.
+    """
+    m = mask[..., None].float()
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none") * m
+    return loss.sum() / (m.sum() * logits.shape[-1]).clamp_min(1.0)
+
+
+class BBAVLoss(nn.Module):
+    """The four BBAVectors losses and their weighted sum.
+
+    ``forward(outputs, targets)``: ``outputs`` are the model's logits
+    (``hm (B, C, h, w)``, ``wh (B, 10, h, w)``, ``reg (B, 2, h, w)``, ``cls_theta (B, 1, h, w)``),
+    ``targets`` the dict of :func:`bbavectors.targets.encode_targets` (``hm_ignore`` optional).
+    Returns ``(total, parts)``: the weighted scalar and the **unweighted** parts
+    ``{"hm", "wh", "reg", "cls_theta"}`` (scalars, still attached to the graph).
+    """
+
+    def __init__(self, cfg: LossConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(
+        self, outputs: dict[str, Tensor], targets: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        cfg = self.cfg
+        ind, mask = targets["ind"], targets["mask"]
+        parts = {
+            "hm": focal_loss_with_logits(
+                outputs["hm"], targets["hm"], targets.get("hm_ignore"), cfg.focal_alpha, cfg.focal_beta
+            ),
+            "wh": masked_smooth_l1(gather_at_centres(outputs["wh"], ind), targets["wh"], mask),
+            "reg": masked_smooth_l1(gather_at_centres(outputs["reg"], ind), targets["reg"], mask),
+            "cls_theta": masked_bce(gather_at_centres(outputs["cls_theta"], ind), targets["cls_theta"], mask),
+        }
+        total = (
+            cfg.hm_weight * parts["hm"]
+            + cfg.wh_weight * parts["wh"]
+            + cfg.reg_weight * parts["reg"]
+            + cfg.cls_theta_weight * parts["cls_theta"]
+        )
+        return total, parts

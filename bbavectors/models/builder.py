@@ -1,0 +1,40 @@
+"""Build CTRBOX from a Config: the one place where config values become a network."""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import Config
+from .backbones import build_backbone
+from .ctrbox import CTRBOX, OUTPUT_STRIDE
+from .decoder import Decoder
+from .heads import Heads
+
+__all__ = ["build_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(cfg: Config, num_classes: int) -> CTRBOX:
+    """CTRBOX for ``num_classes`` classes from ``cfg.model`` (trunk, weights, freezing, head width)."""
+    m = cfg.model
+    if m.down_ratio != OUTPUT_STRIDE:
+        raise ValueError(
+            f"model.down_ratio must be {OUTPUT_STRIDE}, got {m.down_ratio}: the decoder always fuses "
+            f"the trunk's maps up to stride {OUTPUT_STRIDE}, so the heads come out at stride {OUTPUT_STRIDE}"
+        )
+    backbone = build_backbone(
+        m.backbone, pretrained=m.pretrained, trainable_layers=m.trainable_layers, frozen_bn=m.frozen_bn
+    )
+    decoder = Decoder(backbone.channels)
+    heads = Heads(decoder.out_channels, num_classes, m.head_width)
+    model = CTRBOX(backbone, decoder, heads)
+    logger.info(
+        "CTRBOX %s: trunk channels %s, head width %d, %d classes, %.2fM parameters",
+        m.backbone,
+        backbone.channels,
+        m.head_width,
+        num_classes,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
+    return model

@@ -1,0 +1,53 @@
+"""CTRBOX: trunk -> decoder (stride 4) -> heads, on inputs of any size."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .backbones import Backbone
+from .decoder import Decoder
+from .heads import Heads
+
+__all__ = ["CTRBOX", "OUTPUT_STRIDE"]
+
+#: Stride of every head output; BBAVectors decodes at stride 4 whatever the trunk.
+OUTPUT_STRIDE = 4
+
+
+class CTRBOX(nn.Module):
+    """The BBAVectors network, assembled from its parts (as torchvision's detectors are).
+
+    ``forward(x)``: ``x`` is ``(B, 3, H, W)``, normalised; returns logits
+    ``{"hm": (B, num_classes, h, w), "wh": (B, 10, h, w), "reg": (B, 2, h, w), "cls_theta": (B, 1, h, w)}``
+    with ``h = ceil(H / 4)``, ``w = ceil(W / 4)``: 608x608 gives 152x152, 600x800 gives 150x200.
+
+    Any input size works. The trunk needs sides that are multiples of its deepest stride (32) for its
+    maps to line up, so the input is zero-padded on the right and bottom to the next multiple of 32,
+    run, and the outputs are cropped back to ``ceil(H/4) x ceil(W/4)``. Padding only on the far sides
+    keeps the grid anchored at the top-left corner: output pixel ``(i, j)`` always corresponds to input
+    pixel ``(4i, 4j)``, whatever the padding. Zero is the mean colour of a normalised image. Sizes
+    that are already multiples of 32 are not padded at all (fastest).
+    """
+
+    def __init__(self, backbone: Backbone, decoder: Decoder, heads: Heads) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+        self.heads = heads
+        self.num_classes = heads.num_classes
+        self.down_ratio = OUTPUT_STRIDE
+        self.size_divisor = max(backbone.strides)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        height, width = x.shape[-2:]
+        pad_h = -height % self.size_divisor
+        pad_w = -width % self.size_divisor
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        out = self.heads(self.decoder(self.backbone(x)))
+        if pad_h or pad_w:
+            out_h = -(-height // OUTPUT_STRIDE)
+            out_w = -(-width // OUTPUT_STRIDE)
+            out = {k: v[..., :out_h, :out_w] for k, v in out.items()}
+        return out

@@ -1,0 +1,66 @@
+"""The BBAVectors decoder: three CombinationModules fuse C5 -> C4 -> C3 -> C2 up to stride 4."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["CombinationModule", "Decoder"]
+
+
+def _conv_block(c_in: int, c_out: int, kernel_size: int, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class CombinationModule(nn.Module):
+    """Fuse a deeper map into its skip connection, as the original BBAVectors does.
+
+    ``forward(x_low, x_up)``: ``x_low`` is the deeper map ``(B, c_low, h, w)``, ``x_up`` the skip
+    ``(B, c_up, H, W)`` (about twice the size). ``x_low`` is resized bilinearly to exactly ``(H, W)``
+    (``size=``, not a scale factor, so odd sizes work), goes through conv3x3 + BN + ReLU
+    (``c_low -> c_up``), is concatenated after ``x_up`` and fused by conv1x1 + BN + ReLU
+    (``2 c_up -> c_up``). Returns ``(B, c_up, H, W)``.
+
+    The submodule names (``up``, ``cat_conv``) and the concat order are the original's.
+    """
+
+    def __init__(self, c_low: int, c_up: int, batch_norm: bool = True) -> None:
+        super().__init__()
+        self.up = _conv_block(c_low, c_up, 3, batch_norm)
+        self.cat_conv = _conv_block(2 * c_up, c_up, 1, batch_norm)
+
+    def forward(self, x_low: Tensor, x_up: Tensor) -> Tensor:
+        x_low = F.interpolate(x_low, size=x_up.shape[-2:], mode="bilinear", align_corners=False)
+        return self.cat_conv(torch.cat((x_up, self.up(x_low)), dim=1))
+
+
+class Decoder(nn.Module):
+    """C5 -> C4 -> C3 -> C2 fusion; output stride 4 with the trunk's stride-4 channels.
+
+    ``forward(feats)``: ``feats`` are the trunk's ``[C2, C3, C4, C5]`` with ``channels`` channels at
+    strides 4, 8, 16, 32; returns ``(B, channels[0], H/4, W/4)``.
+
+    For resnet101 (channels 256, 512, 1024, 2048) this is the original's ``dec_c4``
+    (2048 -> 1024), ``dec_c3`` (1024 -> 512) and ``dec_c2`` (512 -> 256).
+    """
+
+    def __init__(self, channels: Sequence[int], batch_norm: bool = True) -> None:
+        super().__init__()
+        if len(channels) != 4:
+            raise ValueError(f"the decoder fuses 4 maps (strides 4..32), got channels {list(channels)}")
+        c2, c3, c4, c5 = (int(c) for c in channels)
+        self.dec_c4 = CombinationModule(c5, c4, batch_norm)
+        self.dec_c3 = CombinationModule(c4, c3, batch_norm)
+        self.dec_c2 = CombinationModule(c3, c2, batch_norm)
+        self.out_channels = c2
+
+    def forward(self, feats: Sequence[Tensor]) -> Tensor:
+        c2, c3, c4, c5 = feats
+        return self.dec_c2(self.dec_c3(self.dec_c4(c5, c4), c3), c2)

@@ -1,0 +1,116 @@
+"""CTRBOX: head shapes for every trunk at 608x608 and 600x800, the original's size, logits, padding."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bbavectors.config import Config, ModelConfig
+from bbavectors.models import (
+    CTRBOX,
+    KNOWN_BACKBONES,
+    CombinationModule,
+    Decoder,
+    Heads,
+    build_backbone,
+    build_model,
+)
+from bbavectors.models.complexity import model_complexity
+
+TIMM_TRUNKS = ["timm:resnet18", "timm:efficientnet_b0"]
+
+
+def _model(backbone: str, head_width: int = 32, num_classes: int = 15) -> CTRBOX:
+    return build_model(Config(model=ModelConfig(backbone=backbone, head_width=head_width)), num_classes)
+
+
+@pytest.mark.parametrize("name", list(KNOWN_BACKBONES) + TIMM_TRUNKS)
+def test_head_shapes_for_every_trunk(name: str) -> None:
+    if name.startswith("timm:"):
+        pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = _model(name).eval()
+    assert model.decoder.out_channels == model.backbone.channels[0]
+    for (h, w), (oh, ow) in (((608, 608), (152, 152)), ((600, 800), (150, 200))):
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = model(torch.randn(2, 3, h, w))
+        assert list(out) == ["hm", "wh", "reg", "cls_theta"]
+        assert out["hm"].shape == (2, 15, oh, ow)
+        assert out["wh"].shape == (2, 10, oh, ow)
+        assert out["reg"].shape == (2, 2, oh, ow)
+        assert out["cls_theta"].shape == (2, 1, oh, ow)
+        assert all(torch.isfinite(v).all() for v in out.values())
+        print(f"{name} {h}x{w}: {time.perf_counter() - start:.2f}s")
+
+
+def test_resnet101_matches_the_original_parameter_count() -> None:
+    model = _model("resnet101", head_width=256, num_classes=15)
+    params = sum(p.numel() for p in model.parameters())
+    assert params == pytest.approx(72.42e6, rel=0.01)
+    # Decoder and heads exactly as the original's (resnet101 trunk without fc: 42.50M).
+    assert sum(p.numel() for p in model.decoder.parameters()) == 27_535_872
+    assert sum(p.numel() for p in model.heads.parameters()) == 2_387_996
+
+
+def test_outputs_are_logits_with_hm_prior_bias() -> None:
+    heads = Heads(in_channels=8, num_classes=3, head_width=4)
+    last = heads.hm[-1]
+    assert isinstance(last, nn.Conv2d) and last.bias is not None
+    assert torch.allclose(last.bias, torch.full((3,), -2.19))
+    # No sigmoid anywhere: with the hidden layer silenced, the hm outputs are exactly the bias.
+    with torch.no_grad():
+        first = heads.hm[0]
+        assert isinstance(first, nn.Conv2d) and first.bias is not None
+        first.bias.zero_()
+        out = heads(torch.zeros(1, 8, 5, 5))
+    torch.testing.assert_close(out["hm"], torch.full((1, 3, 5, 5), -2.19))
+    assert not any(isinstance(m, nn.Sigmoid) for m in heads.modules())
+
+
+def test_padding_keeps_the_grid_anchored_top_left() -> None:
+    torch.manual_seed(0)
+    model = _model("resnet18", head_width=8, num_classes=2).eval()
+    x = torch.randn(1, 3, 70, 97)
+    padded = F.pad(x, (0, 128 - 97, 0, 96 - 70))
+    with torch.no_grad():
+        out = model(x)
+        ref = model(padded)
+    for key in out:
+        assert out[key].shape[-2:] == (18, 25)  # ceil(70/4), ceil(97/4)
+        torch.testing.assert_close(out[key], ref[key][..., :18, :25])
+
+
+def test_combination_module_handles_odd_sizes() -> None:
+    module = CombinationModule(c_low=16, c_up=8).eval()
+    with torch.no_grad():
+        out = module(torch.randn(1, 16, 5, 7), torch.randn(1, 8, 9, 13))
+    assert out.shape == (1, 8, 9, 13)
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    layout = [(c.in_channels, c.out_channels, c.kernel_size) for c in convs]
+    assert layout == [(16, 8, (3, 3)), (16, 8, (1, 1))]
+
+
+def test_decoder_takes_channels_from_the_backbone() -> None:
+    backbone = build_backbone("mobilenet_v2")
+    decoder = Decoder(backbone.channels)
+    assert decoder.out_channels == backbone.channels[0] == 24
+    with pytest.raises(ValueError):
+        Decoder([1, 2, 3])
+
+
+def test_build_model_rejects_other_down_ratios() -> None:
+    with pytest.raises(ValueError, match="stride 4"):
+        build_model(Config(model=ModelConfig(backbone="resnet18", down_ratio=8)), 15)
+
+
+def test_model_complexity_counts_conv_flops() -> None:
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    params, flops = model_complexity(conv, (10, 12))
+    assert params == 3 * 8 * 9 + 8
+    assert flops == 2 * (3 * 9) * 8 * 10 * 12  # one multiply-add = 2 FLOPs
+    assert conv.weight.device.type == "cpu"  # the model itself stays where it was

@@ -1,0 +1,202 @@
+"""BBAVLoss: hand-derived values, the logits formulation against the plain formula, numerical safety
+(the original's NaN), ignore regions, normalisation, and an end-to-end check with encoded targets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from bbavectors.config import LossConfig, TargetConfig
+from bbavectors.losses import (
+    BBAVLoss,
+    focal_loss_with_logits,
+    gather_at_centres,
+    masked_bce,
+    masked_smooth_l1,
+)
+from bbavectors.targets import encode_targets, ideal_outputs
+from DOTA_devkit.geometry import obb_to_poly
+
+
+def _plain_focal(
+    logits: torch.Tensor, gt: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
+) -> torch.Tensor:
+    """CenterNet's formula on probabilities, in float64 (fine for moderate logits)."""
+    p = torch.sigmoid(logits.double())
+    gt = gt.double()
+    pos = gt.eq(1)
+    pos_loss = -((1 - p) ** alpha) * torch.log(p)
+    neg_loss = -((1 - gt) ** beta) * p**alpha * torch.log(1 - p)
+    return torch.where(pos, pos_loss, neg_loss).sum() / max(int(pos.sum()), 1)
+
+
+def _targets_and_outputs(num_images: int = 2, num_classes: int = 3):
+    boxes = obb_to_poly(np.array([[40, 40, 50, 20, 0.3], [90, 70, 30, 30, 0.0], [70, 100, 60, 12, 2.0]]))
+    polys = [torch.from_numpy(boxes).float()] * num_images
+    classes = [torch.tensor([0, 1, 2])] * num_images
+    difficult = [torch.tensor([0, 0, 1])] * num_images
+    cfg = replace(TargetConfig(), max_objects=8)
+    t = encode_targets(polys, classes, difficult, num_classes, (128, 128), cfg)
+    return t, ideal_outputs(t)
+
+
+# ----------------------------------------------------------------------------------------------
+# Focal loss
+# ----------------------------------------------------------------------------------------------
+def test_focal_hand_derived_values() -> None:
+    # One positive at logit 0 (p = 1/2): (1/2)^2 * log 2. One negative with y = 1/2 at logit 0:
+    # (1 - 1/2)^4 * (1/2)^2 * log 2. Normalised by one positive.
+    logits = torch.zeros(1, 1, 1, 2)
+    gt = torch.tensor([[[[1.0, 0.5]]]])
+    expected = 0.25 * math.log(2) + 0.0625 * 0.25 * math.log(2)
+    assert float(focal_loss_with_logits(logits, gt)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_focal_matches_plain_formula_on_moderate_logits() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 9, 11, generator=g) * 4
+    gt = torch.rand(2, 3, 9, 11, generator=g) ** 3
+    gt[0, 1, 4, 5] = gt[1, 2, 0, 0] = gt[1, 0, 8, 10] = 1.0
+    for alpha, beta in ((2.0, 4.0), (1.5, 3.0)):
+        fast = focal_loss_with_logits(logits, gt, alpha=alpha, beta=beta)
+        assert float(fast) == pytest.approx(float(_plain_focal(logits, gt, alpha, beta)), rel=1e-5)
+
+
+def test_regression_original_focal_nan_on_saturated_sigmoid() -> None:
+    """The original applied log to unclamped sigmoid outputs: once a logit saturates float32's sigmoid
+    to exactly 0 or 1, log gives -inf and 0 * -inf gives NaN (the "NaN loss" issues)."""
+    logits = torch.tensor([[[[120.0, -120.0, 30.0]]]], requires_grad=True)
+    gt = torch.tensor([[[[1.0, 0.0, 0.3]]]])
+    pred = torch.sigmoid(logits)
+    pos = gt.eq(1).float()
+    pos_term = torch.log(pred) * (1 - pred) ** 2 * pos
+    neg_term = torch.log(1 - pred) * pred**2 * (1 - gt) ** 4 * (1 - pos)
+    original = -(pos_term + neg_term).sum()
+    assert torch.isnan(original)
+    ours = focal_loss_with_logits(logits, gt)
+    ours.backward()
+    assert torch.isfinite(ours) and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("value", [1e4, -1e4])
+def test_focal_finite_for_huge_logits(value: float) -> None:
+    logits = torch.full((2, 2, 5, 5), value, requires_grad=True)
+    gt = torch.zeros(2, 2, 5, 5)
+    gt[0, 0, 2, 2] = 1.0
+    gt[1, 1, 3, 1] = 0.6
+    loss = focal_loss_with_logits(logits, gt)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    if value > 0:  # every negative predicted with certainty: loss ~ their count times the logit
+        assert loss.item() > 1e4
+    else:  # the one positive missed with certainty: (1 - 0)^2 * 1e4
+        assert loss.item() == pytest.approx(1e4, rel=1e-3)
+
+
+def test_focal_image_without_objects_is_finite_and_unnormalised() -> None:
+    logits = torch.randn(1, 2, 6, 6, requires_grad=True)
+    gt = torch.zeros(1, 2, 6, 6)
+    loss = focal_loss_with_logits(logits, gt)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert loss.item() == pytest.approx(float(_plain_focal(logits.detach(), gt)), rel=1e-5)
+
+
+def test_ignore_region_adds_nothing_even_for_a_huge_wrong_prediction() -> None:
+    gt = torch.zeros(1, 2, 8, 8)
+    gt[0, 0, 2, 2] = 1.0
+    ignore = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    ignore[0, 0, 5:8, 5:8] = True
+    base = torch.full((1, 2, 8, 8), -3.0)
+    base[0, 0, 2, 2] = 3.0
+    wrong = base.clone()
+    wrong[0, :, 5:8, 5:8] = 1e4  # certain "object" on the ignored (e.g. difficult) one
+    wrong.requires_grad_(True)
+    masked = focal_loss_with_logits(wrong, gt, ignore)
+    assert masked.item() == focal_loss_with_logits(base, gt, ignore).item()
+    masked.backward()
+    assert (wrong.grad[0, :, 5:8, 5:8] == 0).all()
+    assert focal_loss_with_logits(wrong, gt).item() > 1e4  # without the mask it would dominate
+
+
+# ----------------------------------------------------------------------------------------------
+# Box losses
+# ----------------------------------------------------------------------------------------------
+def test_gather_at_centres_any_memory_format() -> None:
+    feat = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    ind = torch.tensor([[0, 7, 19], [13, 13, 2]])
+    expected = torch.stack([feat[b].flatten(1)[:, ind[b]].T for b in range(2)])
+    assert torch.equal(gather_at_centres(feat, ind), expected)
+    assert torch.equal(gather_at_centres(feat.to(memory_format=torch.channels_last), ind), expected)
+
+
+def test_smooth_l1_and_bce_hand_values() -> None:
+    target = torch.zeros(1, 2, 10)
+    pred = torch.zeros(1, 2, 10)
+    pred[0, 0, 3] = 0.5  # 0.5 * 0.5^2 = 0.125
+    pred[0, 0, 4] = 3.0  # 3 - 0.5 = 2.5
+    pred[0, 1, :] = 100.0  # masked out
+    mask = torch.tensor([[True, False]])
+    assert float(masked_smooth_l1(pred, target, mask)) == pytest.approx((0.125 + 2.5) / 10)
+    bce = masked_bce(torch.zeros(1, 2, 1), torch.ones(1, 2, 1), mask)
+    assert float(bce) == pytest.approx(math.log(2))
+
+
+def test_box_losses_exactly_zero_without_objects() -> None:
+    pred = torch.randn(2, 5, 10, requires_grad=True)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    loss = masked_smooth_l1(pred, torch.randn(2, 5, 10), mask)
+    loss = loss + masked_bce(pred[..., :1], torch.ones(2, 5, 1), mask)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(pred.grad, torch.zeros_like(pred))
+
+
+def test_box_loss_is_a_mean_over_objects() -> None:
+    t, out = _targets_and_outputs(num_images=1)
+    noisy = {k: v + 0.25 for k, v in out.items()}
+    one = BBAVLoss(LossConfig())(noisy, t)[1]
+    t2, out2 = _targets_and_outputs(num_images=3)
+    noisy2 = {k: v + 0.25 for k, v in out2.items()}
+    three = BBAVLoss(LossConfig())(noisy2, t2)[1]
+    for key in ("wh", "reg", "cls_theta", "hm"):
+        assert float(one[key]) == pytest.approx(float(three[key]), rel=1e-5), key
+    assert float(one["wh"]) == pytest.approx(0.5 * 0.25**2, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# BBAVLoss end to end
+# ----------------------------------------------------------------------------------------------
+def test_bbavloss_ideal_outputs_give_near_zero_box_losses() -> None:
+    t, out = _targets_and_outputs()
+    total, parts = BBAVLoss(LossConfig())(out, t)
+    assert set(parts) == {"hm", "wh", "reg", "cls_theta"}
+    assert float(parts["wh"]) == 0.0 and float(parts["reg"]) == 0.0
+    assert float(parts["cls_theta"]) < 1e-8
+    assert float(parts["hm"]) < 0.05
+    bad = {k: torch.zeros_like(v) for k, v in out.items()}
+    assert float(BBAVLoss(LossConfig())(bad, t)[0]) > float(total) + 1.0
+
+
+def test_bbavloss_weights_and_gradients() -> None:
+    t, out = _targets_and_outputs()
+    g = torch.Generator().manual_seed(1)
+    outputs = {k: (torch.randn(v.shape, generator=g)).requires_grad_(True) for k, v in out.items()}
+    cfg = LossConfig(hm_weight=2.0, wh_weight=0.1, reg_weight=3.0, cls_theta_weight=0.5)
+    total, parts = BBAVLoss(cfg)(outputs, t)
+    expected = 2.0 * parts["hm"] + 0.1 * parts["wh"] + 3.0 * parts["reg"] + 0.5 * parts["cls_theta"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    total.backward()
+    for v in outputs.values():
+        assert v.grad is not None and torch.isfinite(v.grad).all()
+
+
+def test_bbavloss_bf16_outputs_computed_in_float32() -> None:
+    t, out = _targets_and_outputs()
+    total32, _ = BBAVLoss(LossConfig())({k: v + 0.1 for k, v in out.items()}, t)
+    total16, parts = BBAVLoss(LossConfig())({k: (v + 0.1).bfloat16() for k, v in out.items()}, t)
+    assert total16.dtype == torch.float32 and all(p.dtype == torch.float32 for p in parts.values())
+    assert total16.item() == pytest.approx(float(total32), rel=0.05)

@@ -1,0 +1,58 @@
+"""Write trainval.txt / val.txt / test.txt for a DOTA-format data set folder.
+
+Stratified: each class with at least 2 images gets one in val (then in test) while keeping one for
+training; the rest is filled at random to the requested fractions. The same --seed gives the same
+files. The splits are disjoint (trainval = what is trained on); test.txt is written empty with
+--test 0. A per-class table of image and object counts is printed.
+
+Examples::
+
+    python tools/make_splits.py --data datasets/my_data --val 0.1
+    python tools/make_splits.py --data datasets/my_data --val 0.15 --test 0.15 --seed 3 --classes dota1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from DOTA_devkit.classes import load_class_list
+from DOTA_devkit.splits import split_dataset
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="data set folder (images/, labelTxt/)")
+    p.add_argument("--val", type=float, default=0.1, help="fraction of images in val.txt (default 0.1)")
+    p.add_argument("--test", type=float, default=0.0, help="fraction of images in test.txt (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--classes", help="class list (dota1.0, ... or a file): table order, unknown names "
+                                     "reported; default: the names found")
+    p.add_argument("--image-dir", default="images", help="image folder inside --data")
+    p.add_argument("--label-dir", default="labelTxt", help="label folder inside --data")
+    p.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        classes = load_class_list(args.classes) if args.classes else None
+        result = split_dataset(args.data, args.val, args.test, args.seed, classes,
+                               args.image_dir, args.label_dir, write=not args.dry_run)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(result.table(classes))
+    if result.report.issues:
+        print(f"labels: {result.report.summary()}")
+    if not args.dry_run:
+        sizes = ", ".join(f"{name}.txt {len(ids)}" for name, ids in result.splits.items())
+        print(f"wrote {sizes} in {args.data}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

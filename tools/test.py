@@ -1,0 +1,94 @@
+"""Test a checkpoint: patches, a split file or whole scenes -> DOTA Task1 files (+ pictures, zip, mAP).
+
+Examples::
+
+    # a folder of patches (e.g. DOTA_devkit.split output); patch names <id>__<rate>__<left>___<up>
+    # also give scene-level results in OUT/merged/
+    python tools/test.py --checkpoint runs/r18/best.pth --images data/val_split/images --out results/val \\
+        --eval data/val_split/labelTxt
+
+    # whole scenes of any size, windows cut on the fly (no patch files), for the DOTA server
+    python tools/test.py --checkpoint runs/r18/best.pth --images DOTA/test/images --out results/test \\
+        --scenes --subsize 608 --gap 100 --rates 0.5 1.0 --zip
+
+Outputs: OUT/Task1_<class>.txt, OUT/merged/ (patch names), OUT/pictures/ (--pictures),
+OUT/task1.zip (--zip), OUT/eval.json (--eval). See docs/inference.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bbavectors.inference.predictor import AMP_MODES, CheckpointLoadError, Predictor
+from bbavectors.inference.runner import InferenceInputError, InferenceOptions, run_inference
+from bbavectors.inference.scenes import DOTA_MERGE_NMS_THRESH, SceneSettings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, type=Path, help="bbavectors checkpoint (.pth)")
+    p.add_argument("--images", required=True, type=Path, help="folder of images (patches or scenes)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--scenes", action="store_true",
+                   help="images are whole scenes: cut windows on the fly and merge")
+    p.add_argument("--split", type=Path, help="split file: run only these image ids")
+    p.add_argument("--eval", dest="eval_labels", type=Path, metavar="LABEL_DIR",
+                   help="labelTxt folder: compute DOTA Task1 mAP, print it, write OUT/eval.json")
+    p.add_argument("--zip", action="store_true", help="write OUT/task1.zip for the DOTA server")
+    p.add_argument("--pictures", action="store_true", help="draw detections into OUT/pictures/*.png")
+    p.add_argument("--batch-size", type=int,
+                   help="images (or scene windows) per model call (default: 16 on GPU, 1 on CPU)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--subsize", type=int, default=608, help="--scenes: window side in pixels")
+    p.add_argument("--gap", type=int, default=100, help="--scenes: overlap of windows in pixels")
+    p.add_argument("--rates", type=float, nargs="+", default=[1.0], help="--scenes: scene scale factors")
+    p.add_argument("--score-thresh", type=float, help="score threshold (default: the checkpoint's)")
+    p.add_argument("--nms-thresh", type=float, default=DOTA_MERGE_NMS_THRESH,
+                   help="per-class rotated NMS IoU when merging windows / patches (default 0.1)")
+    p.add_argument("--amp", choices=AMP_MODES, default="none", help="bf16 autocast (GPU) or none")
+    p.add_argument("--workers", type=int, default=2, help="image decoding workers (0 = main process)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        scene = SceneSettings(subsize=args.subsize, gap=args.gap, rates=tuple(args.rates),
+                              nms_thresh=args.nms_thresh)
+        if args.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {args.workers}")
+        if not 0 < args.nms_thresh <= 1:
+            raise ValueError(f"--nms-thresh must be in (0, 1], got {args.nms_thresh}")
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
+                                              amp=args.amp, score_thresh=args.score_thresh)
+        options = InferenceOptions(
+            images=args.images, out=args.out, scenes=args.scenes, split=args.split,
+            eval_labels=args.eval_labels, zip=args.zip, pictures=args.pictures, workers=args.workers,
+            scene=scene, merge_nms_thresh=args.nms_thresh, progress=not args.quiet)
+        summary = run_inference(predictor, options)
+    except (FileNotFoundError, CheckpointLoadError, InferenceInputError, ValueError) as e:
+        print(f"test.py: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{summary.num_images} image(s), {summary.num_detections} detection(s) in {summary.seconds:.1f} s; "
+          f"Task1 files in {summary.task1_dir}")
+    if summary.num_unreadable:
+        print(f"skipped {summary.num_unreadable} unreadable image(s): {', '.join(summary.unreadable[:10])}")
+    if summary.merged_dir is not None:
+        print(f"scene-level (merged) Task1 files in {summary.merged_dir}")
+    if summary.pictures_dir is not None:
+        print(f"pictures in {summary.pictures_dir}")
+    if summary.zip_path is not None:
+        print(f"zip for the DOTA server: {summary.zip_path}")
+    if summary.eval_result is not None:
+        print(f"DOTA Task1 evaluation ({summary.eval_level} level), written to {summary.eval_json}:")
+        print(summary.eval_result.format_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
