@@ -5,6 +5,7 @@ Order matters: a class's index in its list is its channel in the ``hm`` head.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 __all__ = ["DOTA_V1_0", "DOTA_V1_5", "DOTA_V2_0", "HRSC2016", "SYNTHETIC", "KNOWN_CLASS_LISTS",
@@ -34,7 +35,7 @@ def read_class_file(path: str | Path) -> tuple[str, ...]:
     """One class name per line; blank lines and ``#`` comments ignored; duplicates rejected."""
     path = Path(path)
     names: list[str] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
             name = line.split("#", 1)[0].strip()
             if not name:
@@ -52,7 +53,7 @@ def read_class_file(path: str | Path) -> tuple[str, ...]:
 def write_class_file(path: str | Path, names: tuple[str, ...] | list[str]) -> None:
     """Write one class per line, atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
     tmp.replace(path)
 

@@ -110,7 +110,7 @@ class TargetConfig:
 
     #: Objects whose oriented box is smaller than this (pixels, shorter side at input scale)
     #: cannot be encoded at stride 4 and become ignore regions.
-    min_size: float = 2.0
+    min_size: float = 1.0
     #: cls_theta = 0 (decode with the external box) when IoU(oriented box, its external
     #: axis-aligned box) >= this; computed analytically. See bbavectors.targets.
     horizontal_iou: float = 0.98
@@ -227,6 +227,12 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "2e-4" (no dot) as a string; accept anything float() reads.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -68,12 +68,7 @@ def test_overrides() -> None:
         apply_overrides(Config(), ["model.head_width=wide"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PyYAML follows YAML 1.1, where '2e-4' (no dot) is a string, so config.py rejects it as a float; "
-    "config.py's own docstring uses train.lr=2e-4",
-)
-def test_scientific_notation_override() -> None:
+def test_scientific_notation_override_regression() -> None:
     assert apply_overrides(Config(), ["train.lr=2e-4"]).train.lr == 2e-4
 
 

@@ -224,8 +224,6 @@ def test_bad_user_class_file(tmp_path: Path, text: str, match: str) -> None:
         read_class_file(path)
 
 
-@pytest.mark.xfail(strict=True, reason="classes.py bug: read_class_file opens with utf-8, not utf-8-sig, "
-                                       "so a BOM (Windows Notepad) sticks to the first class name")
 def test_class_file_with_bom(tmp_path: Path) -> None:
     path = tmp_path / "classes.txt"
     path.write_bytes(b"\xef\xbb\xbfplane\r\nship\r\n")
