@@ -11,9 +11,9 @@ import textwrap
 from pathlib import Path
 
 import torch
+from test_train_engine import make_tiny_dataset
 
 from bbavectors.checkpoint import load_checkpoint
-from test_train_engine import make_tiny_dataset
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -66,8 +66,9 @@ def test_two_ranks_end_with_identical_weights(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(script), str(root), str(run_dir), str(out), str(TESTS_DIR)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           str(script), str(root), str(run_dir), str(out), str(TESTS_DIR)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

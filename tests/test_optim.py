@@ -70,7 +70,8 @@ def test_warmup_is_linear_and_never_zero() -> None:
 
 
 def test_cosine_hand_values() -> None:
-    s = WarmupSchedule(total_steps=110, warmup_steps=10, steps_per_epoch=10, schedule="cosine", final_factor=0.0)
+    s = WarmupSchedule(total_steps=110, warmup_steps=10, steps_per_epoch=10, schedule="cosine",
+                       final_factor=0.0)
     assert s(10) == pytest.approx(1.0)
     assert s(60) == pytest.approx(0.5)  # half-way through the 100 decay steps
     assert s(35) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
@@ -80,7 +81,8 @@ def test_cosine_hand_values() -> None:
 
 
 def test_exponential_is_gamma_per_epoch_after_warmup() -> None:
-    s = WarmupSchedule(total_steps=1000, warmup_steps=5, steps_per_epoch=20, schedule="exponential", gamma=0.9)
+    s = WarmupSchedule(total_steps=1000, warmup_steps=5, steps_per_epoch=20, schedule="exponential",
+                       gamma=0.9)
     assert s(5) == pytest.approx(1.0)
     assert s(25) == pytest.approx(0.9)  # one epoch later
     assert s(45) == pytest.approx(0.81)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train_engine import make_tiny_dataset, tiny_config
 
 from bbavectors.checkpoint import load_checkpoint, save_checkpoint
 from bbavectors.config import config_from_dict
 from bbavectors.engine.distributed import DistInfo
 from bbavectors.engine.metrics_log import read_metrics
 from bbavectors.engine.trainer import Trainer
-from test_train_engine import make_tiny_dataset, tiny_config
 
 
 class _Interrupted(Exception):
@@ -31,7 +31,8 @@ def _run(cfg_root: Path, run_dir: Path, resume: Path | None = None, stop_after_e
     else:
         cfg = tiny_config(cfg_root, "train.epochs=3", "train.val_every=2", "train.warmup_epochs=1",
                           "train.ema=true", "train.ema_decay=0.9", *overrides)
-    trainer = Trainer(cfg, run_dir, resume=resume, dist_info=DistInfo(), progress=False, hook=hook, threads=1)
+    trainer = Trainer(cfg, run_dir, resume=resume, dist_info=DistInfo(), progress=False, hook=hook,
+                      threads=1)
     try:
         trainer.fit()
     finally:
@@ -56,7 +57,8 @@ def test_resume_reaches_the_same_step_lr_and_weights(tmp_path: Path) -> None:
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=f"{k} differs after resume")
-    assert resumed.ema is not None and straight.ema is not None and resumed.ema.updates == straight.ema.updates
+    assert resumed.ema is not None and straight.ema is not None
+    assert resumed.ema.updates == straight.ema.updates
     assert resumed.best_map07 == pytest.approx(straight.best_map07)
     # The metrics file reads as one run: no step logged twice.
     steps = [r["step"] for r in read_metrics(tmp_path / "broken" / "metrics.jsonl") if r["kind"] == "train"]

@@ -362,7 +362,7 @@ def test_one_pixel_and_zero_size_boxes() -> None:
     assert kept["mask"].sum() == 1 and kept["hm"][0, 0, 2, 2] == 1.0
     expected = [0, -0.125, 0.125, 0, 0, 0.125, -0.125, 0, 0.25, 0.25]
     np.testing.assert_allclose(kept["wh"][0, 0].numpy(), expected)
-    ignored = _one(one_px)  # default min_size 2: an ignore region, not a negative
+    ignored = _one(one_px, cfg=replace(TargetConfig(), min_size=2.0))  # too small: ignored, not a negative
     assert ignored["mask"].sum() == 0 and ignored["hm_ignore"][0, 0, 2, 2] and ignored["num_ignored"][0] == 1
     point = _one([[10, 10] * 4], cfg=replace(TargetConfig(), min_size=0.0))
     assert point["mask"].sum() == 0 and point["hm_ignore"][0, 0, 2, 2]

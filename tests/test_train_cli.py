@@ -8,12 +8,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from test_train_engine import make_tiny_dataset
 
 from bbavectors.checkpoint import load_checkpoint
 from bbavectors.config import load_config
 from bbavectors.engine.metrics_log import read_metrics
 from bbavectors.engine.trainer import QUICK_CONFIG, build_train_config
-from test_train_engine import make_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,6 +38,7 @@ def _tiny_args(root: Path, runs: Path, name: str) -> list[str]:
     return ["--data", str(root), "--classes", "synthetic", "--backbone", "resnet18", "--head-width", "16",
             "--input-size", "64", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--device", "cpu",
             "--amp", "none", "--lr", "2e-3", "--name", name, "--runs-dir", str(runs), "--quiet",
+            "--threads", "1",
             "--set", "train.val_every=1", "decode.top_k=50", "--set", "train.warmup_epochs=0"]
 
 
@@ -62,7 +63,8 @@ def test_one_epoch_writes_the_run_folder_then_resumes(tiny_root: Path, tmp_path:
     assert first["epoch"] == 1
 
     # Continue the same run for one more epoch: same folder, step count continues.
-    assert train_tool.main(["--resume", str(run / "last.pt"), "--epochs", "2", "--quiet"]) == 0
+    resume = ["--resume", str(run / "last.pt"), "--epochs", "2", "--quiet", "--threads", "1"]
+    assert train_tool.main(resume) == 0
     second = load_checkpoint(run / "last.pt")
     assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
     # More epochs on resume re-shape the schedule over the new length (the step count carries on).
@@ -78,7 +80,8 @@ def test_one_epoch_writes_the_run_folder_then_resumes(tiny_root: Path, tmp_path:
 
 def test_unknown_set_key_is_a_clear_error(tiny_root: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    rc = train_tool.main(["--data", str(tiny_root), "--runs-dir", str(tmp_path / "runs"), "--set", "train.lrr=1"])
+    runs = tmp_path / "runs"
+    rc = train_tool.main(["--data", str(tiny_root), "--runs-dir", str(runs), "--set", "train.lrr=1"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "unknown key" in err and "lrr" in err
@@ -88,7 +91,8 @@ def test_unknown_set_key_is_a_clear_error(tiny_root: Path, tmp_path: Path,
 
 
 def test_flags_become_overrides() -> None:
-    args = train_tool.parse_args(["--lr", "2e-3", "--ema", "--backbone", "timm:resnet10t", "--set", "a.b=1", "c.d=2"])
+    args = train_tool.parse_args(["--lr", "2e-3", "--ema", "--backbone", "timm:resnet10t",
+                                  "--set", "a.b=1", "c.d=2"])
     items = train_tool.flag_overrides(args)
     assert items == ["model.backbone=timm:resnet10t", "train.lr=0.002", "train.ema=true", "a.b=1", "c.d=2"]
 

@@ -1,9 +1,10 @@
 """The training engine on a tiny synthetic set: the loss falls, non-finite steps are skipped and
 counted, AMP paths run, validation scores a perfect model 1.0 through the letterbox inverse, pictures.
 
-Tiny settings keep this fast on 2 CPU cores: timm's mobilenetv3_small_050 trunk (0.35M parameters:
-the optimiser step of resnet18's 11M parameters alone costs more than its forward at this size) with
-16-wide heads at 64 px input, one torch thread (robust when other jobs share the cores).
+Tiny settings keep this fast on 2 CPU cores: torchvision's mobilenet_v2 trunk (3.4M parameters, 3x
+faster per step than resnet18 here, where the optimiser step over resnet18's 11M parameters costs more
+than its forward; torchvision, because timm is an optional extra) with 16-wide heads at 64 px input,
+one torch thread (robust when other jobs share the cores).
 ``make_tiny_dataset`` / ``tiny_config`` are shared with test_resume, test_distributed, test_train_cli.
 """
 
@@ -34,7 +35,7 @@ from DOTA_devkit.classes import SYNTHETIC
 #: Images of 96 px letterboxed into 64 px inputs: the letterbox scale (2/3) is exercised everywhere.
 TINY_IMAGE = 96
 TINY_INPUT = 64
-TINY_BACKBONE = "timm:mobilenetv3_small_050"
+TINY_BACKBONE = "mobilenet_v2"
 
 
 def make_tiny_dataset(root: Path, num_images: int = 16, seed: int = 3) -> Path:
@@ -45,10 +46,11 @@ def make_tiny_dataset(root: Path, num_images: int = 16, seed: int = 3) -> Path:
 
 
 def tiny_config(root: Path, *overrides: str) -> Config:
-    """mobilenetv3_small_050 / 16-wide heads / 64 px / batch 4 / float32 on CPU, then ``overrides``."""
+    """mobilenet_v2 / 16-wide heads / 64 px / batch 4 / float32 on CPU, then ``overrides``."""
     base = [
         f"data.root={root}", "data.classes=synthetic", f"data.input_size={TINY_INPUT}", "data.workers=0",
-        f"model.backbone={TINY_BACKBONE}", "model.head_width=16", "train.batch_size=4", "train.base_batch_size=4",
+        f"model.backbone={TINY_BACKBONE}", "model.head_width=16", "train.batch_size=4",
+        "train.base_batch_size=4",
         "train.epochs=2", "train.lr=0.002", "train.amp=none", "train.device=cpu", "train.val_every=1",
         "train.warmup_epochs=0", "decode.top_k=50",
     ]
@@ -75,7 +77,8 @@ def _weights(model: nn.Module) -> dict[str, Tensor]:
 
 # -------------------------------------------------------------------------------- learning
 def test_loss_falls_on_a_fixed_batch(tiny_data: Path, tmp_path: Path) -> None:
-    trainer = _trainer(tiny_data, tmp_path, "augment.hflip=0", "augment.color_jitter=0", "train.schedule=constant")
+    trainer = _trainer(tiny_data, tmp_path, "augment.hflip=0", "augment.color_jitter=0",
+                       "train.schedule=constant")
     batch = _fixed_batch(trainer)
     losses = [trainer.train_step(batch)["loss"] for _ in range(30)]
     trainer.close()

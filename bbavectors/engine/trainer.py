@@ -15,8 +15,9 @@ Non-finite losses
 -----------------
 The step's loss and gradient norm are summed over ranks (one small all-reduce, so every rank takes
 the same decision). When either is NaN or infinite the step is skipped: no optimiser step, gradients
-zeroed, BatchNorm running statistics restored to their values before the step, schedule and step count advance as usual (the learning-rate curve depends on the step index
-only), the skip is counted and logged. ``train.max_nonfinite`` skips **in a row** stop the run with
+zeroed, BatchNorm running statistics restored to their values before the step; schedule and step
+count advance as usual (the learning-rate curve depends on the step index only), the skip is
+counted and logged. ``train.max_nonfinite`` skips **in a row** stop the run with
 :class:`NonFiniteLossError` naming the step and the loss parts. (With fp16 the GradScaler's own
 skips for overflowing *gradients* are expected and not counted; a non-finite *loss* is.)
 
