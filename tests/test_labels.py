@@ -228,3 +228,21 @@ def test_class_file_with_bom(tmp_path: Path) -> None:
     path = tmp_path / "classes.txt"
     path.write_bytes(b"\xef\xbb\xbfplane\r\nship\r\n")
     assert read_class_file(path) == ("plane", "ship")
+
+
+def test_fast_path_equals_careful_parser_on_real_files(shared_data: Path) -> None:
+    """read_dota_label's vectorised path for clean files must give what parse_dota_lines gives."""
+    from DOTA_devkit.labels import LabelReport, parse_dota_lines, read_dota_label
+
+    files = sorted(shared_data.glob("dota_*/labelTxt/*.txt"))
+    files += sorted(shared_data.glob("ssdd_rbox_train/labelTxt/*.txt"))[:50]
+    for f in files:
+        fast_report, slow_report = LabelReport(), LabelReport()
+        fast = read_dota_label(f, report=fast_report)
+        slow = parse_dota_lines(f.read_text(encoding="utf-8-sig").splitlines(), str(f), report=slow_report)
+        np.testing.assert_array_equal(fast.polygons(), slow.polygons())
+        assert fast.class_names() == slow.class_names()
+        assert fast.difficult().tolist() == slow.difficult().tolist()
+        assert (fast.imagesource, fast.gsd) == (slow.imagesource, slow.gsd)
+        assert (fast_report.objects, fast_report.files, len(fast_report.issues)) == (
+            slow_report.objects, slow_report.files, len(slow_report.issues))
