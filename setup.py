@@ -34,6 +34,7 @@ setup(
             "onnx>=1.15",
             "onnxruntime>=1.17",
             "onnxscript>=0.1",
+            "timm>=0.9",
         ],
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
         "timm": ["timm>=0.9"],

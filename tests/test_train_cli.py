@@ -4,6 +4,7 @@ continues it, bad overrides and taken run names are clear errors, the default is
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -27,6 +28,7 @@ def _load_tool(name: str) -> ModuleType:
 
 
 train_tool = _load_tool("train")
+benchmark_tool = _load_tool("benchmark")
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +111,24 @@ def test_default_is_the_quick_synthetic_schedule() -> None:
     # A config without a data set trains on the synthetic set: its classes follow.
     dota = build_train_config(REPO / "configs" / "dota_resnet18.yaml", [], None)
     assert dota.data.classes == "synthetic" and dota.model.backbone == "resnet18"
+
+
+def test_train_benchmark_runs_with_tiny_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    rc = benchmark_tool.main(["train", "--device", "cpu", "--backbones", "mobilenet_v2", "--head-width", "16",
+                              "--input-size", "64", "--batch-size", "2", "--steps", "1", "--windows", "2",
+                              "--warmup", "1", "--workers", "0", "--num-images", "3", "--amp", "none",
+                              "--data-dir", str(tmp_path / "patches"), "--json", str(out)])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "full/model-only" in table and "mobilenet_v2" in table and "torch " in table
+    result = json.loads(out.read_text())
+    (row,) = result["backbones"]
+    assert row["model_only_img_s"] > 0 and row["full_img_s"] > 0 and len(row["windows"]["full"]) == 2
+    assert row["full_over_model_only"] == pytest.approx(row["full_img_s"] / row["model_only_img_s"])
+    # The generated patches: 600x600 PNG files with 50 objects each, reused by the next run.
+    labels = sorted((tmp_path / "patches" / "labelTxt").glob("*.txt"))
+    assert len(labels) == 3
+    lines = labels[0].read_text().splitlines()
+    objects = [line for line in lines if not line.startswith(("imagesource", "gsd"))]
+    assert len(objects) > 40
