@@ -8,6 +8,7 @@ tool only crops and pads them, it never looks at colours.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,7 +16,17 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image_bgr", "write_image_atomic", "list_images"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageReadError",
+    "decode_image_file",
+    "read_image_bgr",
+    "write_image_atomic",
+    "list_images",
+    "index_images",
+]
 
 #: File suffixes (lower case) treated as images when listing a folder.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -23,6 +34,25 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", "
 
 class ImageReadError(OSError):
     """An image file could not be read or decoded; the message names the file."""
+
+
+def decode_image_file(path: str | Path, flags: int) -> NDArray[np.generic]:
+    """Read a file's bytes and decode them with ``cv2.imdecode(data, flags)`` (non-ASCII safe).
+
+    Raises:
+        ImageReadError: missing, empty, truncated or undecodable file; the message names it.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read file ({e})") from e
+    if data.size == 0:
+        raise ImageReadError(f"{path}: empty file")
+    img = cv2.imdecode(data, flags)
+    if img is None or img.size == 0:
+        raise ImageReadError(f"{path}: cannot decode image (corrupt, truncated or unknown format)")
+    return img
 
 
 def read_image_bgr(path: str | Path) -> NDArray[np.uint8]:
@@ -34,17 +64,7 @@ def read_image_bgr(path: str | Path) -> NDArray[np.uint8]:
     Raises:
         ImageReadError: missing, empty, truncated or undecodable file.
     """
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read file ({e})") from e
-    if data.size == 0:
-        raise ImageReadError(f"{path}: empty file")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise ImageReadError(f"{path}: cannot decode image (corrupt, truncated or unknown format)")
-    return np.ascontiguousarray(img)
+    return np.ascontiguousarray(decode_image_file(path, cv2.IMREAD_COLOR))
 
 
 def write_image_atomic(path: str | Path, image: NDArray[np.uint8]) -> None:
@@ -78,3 +98,27 @@ def list_images(folder: str | Path) -> dict[str, Path]:
             raise ValueError(f"{folder}: two images with the id {p.stem!r}: {out[p.stem].name} and {p.name}")
         out[p.stem] = p
     return out
+
+
+def index_images(image_dir: str | Path | None) -> dict[str, Path]:
+    """``{stem: path}`` of the image files in a folder (not recursive; suffixes of
+    :data:`IMAGE_EXTENSIONS` in any case). Unlike :func:`list_images`, two files with one stem are
+    tolerated: the first suffix in :data:`IMAGE_EXTENSIONS` order wins, and the clash is logged.
+    Empty when the folder does not exist."""
+    if image_dir is None or not Path(image_dir).is_dir():
+        return {}
+    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
+    found: dict[str, Path] = {}
+    clashes: list[str] = []
+    for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
+        stem, suffix = os.path.splitext(entry.name)
+        if suffix.lower() not in rank or not entry.is_file():
+            continue
+        if stem in found:
+            clashes.append(stem)
+        if stem not in found or rank[suffix.lower()] < rank[found[stem].suffix.lower()]:
+            found[stem] = Path(entry.path)
+    if clashes:
+        logger.warning("%s: %d image id(s) have several files (e.g. %s); using the %s order",
+                       image_dir, len(clashes), clashes[0], "/".join(IMAGE_EXTENSIONS))
+    return found

@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from .classes import read_class_file, write_class_file
 from .geometry import obb_to_poly, poly_area, poly_to_obb
+from .image_io import IMAGE_EXTENSIONS, index_images
 from .labels import DotaObject, LabelFile, LabelReport, read_dota_label, write_dota_label
 from .xml_io import (
     FieldError,
@@ -92,7 +93,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Image suffixes looked for beside the labels (the data set accepts the same ones).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: A DOTA polygon whose area is below this fraction of its minimum-area rectangle is counted as
 #: approximated when written as a roLabelImg ``robndbox``.
 RECTANGLE_AREA_RATIO = 0.95
@@ -294,21 +294,6 @@ def write_rolabelimg_xml(
 
 
 # ----------------------------------------------------------------------------------- images
-def index_images(image_dir: str | Path | None) -> dict[str, Path]:
-    """``{stem: path}`` of the image files in a folder (not recursive; suffixes of
-    ``IMAGE_EXTENSIONS`` in any case; for one stem, the first suffix in that order wins).
-    Empty when the folder does not exist."""
-    if image_dir is None or not Path(image_dir).is_dir():
-        return {}
-    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
-    found: dict[str, Path] = {}
-    for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
-        stem, suffix = os.path.splitext(entry.name)
-        if suffix.lower() not in rank or not entry.is_file():
-            continue
-        if stem not in found or rank[suffix.lower()] < rank[found[stem].suffix.lower()]:
-            found[stem] = Path(entry.path)
-    return found
 
 
 def find_image(index: dict[str, Path], stem: str, filename: str | None = None) -> Path | None:

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .image_io import index_images
 from .labels import LabelReport, read_dota_label
-from .rolabelimg import index_images
 
 __all__ = [
     "SPLIT_NAMES",

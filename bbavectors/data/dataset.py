@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from DOTA_devkit.classes import read_class_file
+from DOTA_devkit.image_io import index_images
 from DOTA_devkit.labels import DotaObject, LabelFile, LabelReport, read_dota_label
 
 from ..config import AugmentConfig
@@ -97,23 +98,7 @@ def list_images(image_dir: str | Path) -> dict[str, Path]:
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {image_dir}")
-    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
-    found: dict[str, Path] = {}
-    clashes: list[str] = []
-    for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
-        suffix = os.path.splitext(entry.name)[1].lower()
-        if suffix not in rank or not entry.is_file():
-            continue
-        stem = os.path.splitext(entry.name)[0]
-        if stem in found:
-            clashes.append(stem)
-            if rank[suffix] >= rank[found[stem].suffix.lower()]:
-                continue
-        found[stem] = Path(entry.path)
-    if clashes:
-        logger.warning("%s: %d image id(s) have several files (e.g. %s); using the %s order",
-                       image_dir, len(clashes), clashes[0], "/".join(IMAGE_EXTENSIONS))
-    return found
+    return index_images(image_dir)
 
 
 class DotaDataset(Dataset[dict[str, Any]]):

@@ -28,14 +28,12 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+# One definition for the whole project (the DOTA tools list and read images too).
+from DOTA_devkit.image_io import IMAGE_EXTENSIONS, ImageReadError, decode_image_file
+
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image", "to_rgb_uint8", "write_image"]
 
 #: File suffixes (lower case) treated as images when listing a folder.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-class ImageReadError(OSError):
-    """An image file could not be decoded (missing, empty, truncated, unknown format)."""
 
 
 def to_rgb_uint8(decoded: NDArray[np.generic], source: str = "<image>") -> NDArray[np.uint8]:
@@ -87,17 +85,7 @@ def read_image(path: str | Path) -> NDArray[np.uint8]:
     Raises:
         ImageReadError: the file is missing, empty or cannot be decoded; the message names it.
     """
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read file ({e})") from e
-    if data.size == 0:
-        raise ImageReadError(f"{path}: empty file")
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if decoded is None:
-        raise ImageReadError(f"{path}: cannot decode image (corrupt, truncated or unknown format)")
-    return to_rgb_uint8(decoded, str(path))
+    return to_rgb_uint8(decode_image_file(path, cv2.IMREAD_UNCHANGED), str(path))
 
 
 def write_image(path: str | Path, image_rgb: NDArray[np.uint8]) -> None:
