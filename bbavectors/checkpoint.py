@@ -19,16 +19,11 @@ import torch
 from torch import nn
 
 from .config import Config, config_from_dict, config_to_dict
+from .runtime import unwrap_model
 
 __all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "bbavectors-1"
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    # DDP and torch.compile wrap the module; checkpoints always hold the plain one's keys.
-    inner = getattr(model, "module", model)
-    return getattr(inner, "_orig_mod", inner)
 
 
 def save_checkpoint(
@@ -39,7 +34,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "model": _unwrap(model).state_dict(),
+        "model": unwrap_model(model).state_dict(),
         "config": config_to_dict(cfg),
         "classes": list(classes),
         **state,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from bbavectors import runtime as runtime_module
 from bbavectors.config import TrainConfig
-from bbavectors.engine import trainer as trainer_module
 from bbavectors.engine.distributed import DistInfo, read_dist_env
 from bbavectors.engine.ema import ModelEMA
 from bbavectors.engine.metrics_log import MetricsLogger, read_metrics
@@ -23,7 +23,8 @@ from bbavectors.engine.optim import (
     effective_lr,
     parameter_groups,
 )
-from bbavectors.engine.trainer import create_run_dir, resolve_amp
+from bbavectors.engine.trainer import create_run_dir
+from bbavectors.runtime import resolve_amp
 
 
 def _tiny_model() -> nn.Module:
@@ -161,12 +162,12 @@ def test_resolve_amp(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     assert resolve_amp("none", cpu) == (None, False)
     assert resolve_amp("fp16", cpu) == (torch.float16, True)
-    monkeypatch.setattr(trainer_module, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(runtime_module, "cpu_has_bf16", lambda: True)
     assert resolve_amp("BF16", cpu) == (torch.bfloat16, False)
     # A CPU without native bf16 trains in float32 (bf16 emulation would be slower).
-    monkeypatch.setattr(trainer_module, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(runtime_module, "cpu_has_bf16", lambda: False)
     assert resolve_amp("bf16", cpu) == (None, False)
-    with pytest.raises(ValueError, match="train.amp"):
+    with pytest.raises(ValueError, match="amp must be one of"):
         resolve_amp("fp8", cpu)
 
 

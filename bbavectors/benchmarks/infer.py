@@ -56,7 +56,7 @@ from DOTA_devkit.task1 import ClassDetections, read_task1_dir, write_task1_dir
 
 from ..config import Config
 from ..data.image_io import read_image, write_image
-from ..inference.predictor import Predictor, concat_detections, resolve_device
+from ..inference.predictor import Predictor, concat_detections
 from ..inference.scenes import (
     SceneSettings,
     merge_detections_nms,
@@ -64,6 +64,7 @@ from ..inference.scenes import (
     scene_to_tensor,
     scene_windows,
 )
+from ..runtime import resolve_device
 
 __all__ = [
     "InferBenchmarkSettings",

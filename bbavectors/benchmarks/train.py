@@ -183,9 +183,9 @@ def bench_backbone(s: TrainBenchmarkSettings, backbone: str, data_root: Path) ->
 
 def run_train_benchmark(s: TrainBenchmarkSettings) -> dict[str, Any]:
     """Generate (or reuse) the data, then measure every trunk; a JSON-able dict."""
-    from ..engine.distributed import DistInfo, resolve_device
+    from ..runtime import resolve_device
 
-    device = resolve_device(s.device, DistInfo())
+    device = resolve_device(s.device)
     data_root = benchmark_dataset(s.data_dir, s.num_images, s.seed)
     results: dict[str, Any] = {"settings": asdict(s), "hardware": hardware_summary(device),
                                "device": str(device), "data": str(data_root), "backbones": []}

@@ -26,7 +26,6 @@ from torch import Tensor
 __all__ = [
     "DistInfo",
     "read_dist_env",
-    "resolve_device",
     "init_distributed",
     "cleanup_distributed",
     "barrier",
@@ -81,25 +80,6 @@ def read_dist_env(env: dict[str, str] | None = None) -> DistInfo:
         raise ValueError(
             f"inconsistent torchrun environment: RANK={rank} LOCAL_RANK={local} WORLD_SIZE={world}")
     return DistInfo(rank=rank, local_rank=local, world_size=world)
-
-
-def resolve_device(spec: str, info: DistInfo) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA exists, else CPU; ``cuda`` gets the local rank too.
-
-    Raises:
-        ValueError: CUDA asked for but absent, or fewer GPUs than local ranks.
-    """
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r} requested but CUDA is not available (use --device cpu)")
-        if device.index is None:
-            device = torch.device("cuda", info.local_rank)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
-    return device
 
 
 def init_distributed(info: DistInfo, device: torch.device) -> None:

@@ -18,16 +18,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ModelEMA", "unwrap_model"]
+from ..runtime import unwrap_model
+
+__all__ = ["ModelEMA"]
 
 #: Updates over which the decay ramps up (1 - 1/e of the way after this many).
 DEFAULT_RAMP = 2000
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside DistributedDataParallel and ``torch.compile`` wrappers."""
-    inner = getattr(model, "module", model)
-    return getattr(inner, "_orig_mod", inner)  # type: ignore[no-any-return]
 
 
 class ModelEMA:

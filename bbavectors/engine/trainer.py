@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -66,6 +65,14 @@ from ..data.letterbox import normalize_images
 from ..data.loader import build_dataloader
 from ..losses import BBAVLoss
 from ..models.builder import build_model
+from ..runtime import (
+    AMP_MODES,
+    autocast_context,
+    configure_cpu_threads,
+    resolve_amp,
+    resolve_device,
+    unwrap_model,
+)
 from ..targets import encode_targets
 from .distributed import (
     DistInfo,
@@ -75,13 +82,12 @@ from .distributed import (
     cleanup_distributed,
     init_distributed,
     read_dist_env,
-    resolve_device,
 )
 from .draw import prediction_picture, save_picture
-from .ema import ModelEMA, unwrap_model
+from .ema import ModelEMA
 from .metrics_log import MetricsLogger
 from .optim import build_optimizer, build_scheduler, effective_lr
-from .validate import ValidationResult, autocast_context, run_validation
+from .validate import ValidationResult, run_validation
 
 __all__ = [
     "AMP_MODES",
@@ -103,7 +109,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AMP_MODES: tuple[str, ...] = ("bf16", "fp16", "none")
 LOSS_PARTS: tuple[str, ...] = ("hm", "wh", "reg", "cls_theta")
 #: The short schedule used when no data set and no config are given (repository checkout).
 QUICK_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic_quick.yaml"
@@ -239,7 +244,7 @@ def prepare_run(
             logger.warning("--name %s ignored: a resumed run stays in %s", name, run_dir)
     else:
         cfg = build_train_config(config_path, overrides, data_root)
-    init_distributed(info, resolve_device(cfg.train.device, info))
+    init_distributed(info, resolve_device(cfg.train.device, info.local_rank))
     if resume is None:
         run_dir = create_run_dir(runs_root, name, default_run_name(cfg, config_path is not None)) \
             if info.is_main else None
@@ -254,56 +259,6 @@ def default_run_name(cfg: Config, config_given: bool) -> str:
         return cfg.name
     backbone = cfg.model.backbone.replace(":", "-").replace("/", "-")
     return f"{backbone}_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-# ------------------------------------------------------------------------------- device setup
-def resolve_amp(mode: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, use a GradScaler)`` for ``train.amp`` on ``device``.
-
-    bf16 needs no loss scaling. On a CPU without native bf16 (AVX512-BF16 / AMX) bf16 autocast is
-    slower than float32, so it falls back to float32 there (logged); where the CPU has it (as this
-    project's test machine), bf16 is about 2.5x faster than float32 (docs/training.md).
-    """
-    mode = mode.lower()
-    if mode not in AMP_MODES:
-        raise ValueError(f"train.amp must be one of {AMP_MODES}, got {mode!r}")
-    if mode == "none":
-        return None, False
-    if mode == "bf16":
-        if device.type == "cpu" and not _cpu_has_bf16():
-            logger.info("this CPU has no native bf16 (AVX512-BF16 / AMX): training in float32")
-            return None, False
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"{torch.cuda.get_device_name(device)} does not support bf16: "
-                             "use --amp fp16 or none")
-        return torch.bfloat16, False
-    return torch.float16, True
-
-
-def _cpu_has_bf16() -> bool:
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((probe is not None and probe()) or (amx is not None and amx()))
-
-
-def configure_cpu_threads(device: torch.device, info: DistInfo, threads: int | None = None) -> int:
-    """Set torch's intra-op threads for CPU training; returns the number set.
-
-    Default: the cores this process may use, shared evenly between the processes of this node
-    (two CPU ranks on 2 cores get one thread each instead of fighting over two). Loader workers
-    are single-threaded (the loader sets that), so they only take cores while they decode.
-    """
-    if threads is None:
-        if device.type != "cpu":
-            return torch.get_num_threads()
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-        threads = max(1, cores // max(1, local_world))
-    torch.set_num_threads(threads)
-    return threads
 
 
 # ------------------------------------------------------------------------------------ results
@@ -385,9 +340,9 @@ class Trainer:
         self.log_every = max(1, log_every)
         self.num_pictures = num_pictures
         t = cfg.train
-        self.device = resolve_device(t.device, self.dist)
+        self.device = resolve_device(t.device, self.dist.local_rank)
         init_distributed(self.dist, self.device)
-        self.threads = configure_cpu_threads(self.device, self.dist, threads)
+        self.threads = configure_cpu_threads(self.device, threads)
         self.amp_dtype, use_scaler = resolve_amp(t.amp, self.device)
         self.channels_last = t.channels_last and self.device.type == "cuda"
         # The same initial weights on every rank (DDP also broadcasts rank 0's; the EMA copy needs it).

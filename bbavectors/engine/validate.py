@@ -13,7 +13,6 @@ In distributed training only rank 0 validates, on the whole validation set, with
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,19 +32,11 @@ from DOTA_devkit.task1 import ClassDetections
 from ..config import Config
 from ..data.letterbox import normalize_images
 from ..decode import decode_detections
+from ..runtime import autocast_context
 
-__all__ = ["ValidationResult", "DetectionAccumulator", "predict_batch", "run_validation", "autocast_context"]
+__all__ = ["ValidationResult", "DetectionAccumulator", "predict_batch", "run_validation"]
 
 logger = logging.getLogger(__name__)
-
-
-def autocast_context(
-    device: torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager[Any]:
-    """``torch.autocast`` on ``device`` with ``dtype``, or a null context when ``dtype`` is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class DetectionAccumulator:

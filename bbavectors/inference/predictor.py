@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..checkpoint import model_from_checkpoint
 from ..config import Config, DecodeConfig
 from ..data.letterbox import letterbox_image, normalize_images
+from ..runtime import resolve_device
 
 __all__ = [
     "AMP_MODES",
@@ -58,23 +59,6 @@ AMP_MODES: tuple[str, ...] = ("none", "bf16")
 
 class CheckpointLoadError(ValueError):
     """A file given as a checkpoint is not a loadable bbavectors checkpoint."""
-
-
-def resolve_device(spec: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given.
-
-    Raises:
-        ValueError: CUDA requested but not available.
-    """
-    if isinstance(spec, torch.device):
-        device = spec
-    elif spec == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} requested but CUDA is not available (use --device cpu)")
-    return device
 
 
 def default_batch_size(device: torch.device) -> int:
