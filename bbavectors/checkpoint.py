@@ -12,6 +12,8 @@ freely between CPU and GPU (``map_location``).
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,28 @@ from torch import nn
 from .config import Config, config_from_dict, config_to_dict
 from .runtime import unwrap_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_FORMAT"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "CheckpointLoadError",
+    "CheckpointNotFoundError",
+    "CHECKPOINT_FORMAT",
+]
 
 CHECKPOINT_FORMAT = "bbavectors-1"
+
+
+class CheckpointLoadError(ValueError):
+    """A file given as a checkpoint is missing or is not a loadable bbavectors checkpoint.
+
+    The message is one line naming the file; it never suggests ``weights_only=False`` (that would
+    run arbitrary code from an untrusted file).
+    """
+
+
+class CheckpointNotFoundError(CheckpointLoadError, FileNotFoundError):
+    """The checkpoint path does not name a file."""
 
 
 def save_checkpoint(
@@ -45,13 +66,27 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict safely (``weights_only=True``); clear errors for wrong files."""
+    """Load a checkpoint dict safely (``weights_only=True``).
+
+    Raises:
+        CheckpointLoadError: no such file, a truncated / corrupt / foreign file, or a dict without
+            the bbavectors format tag. The message names the file in one line.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, TypeError,
+            zipfile.BadZipFile, OSError) as e:
+        # torch's own message advises weights_only=False: never pass that on for an untrusted file.
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in str(e):
+            reason = "it holds objects other than tensors and plain types (refused for safety)"
+        raise CheckpointLoadError(f"{path} is not a usable bbavectors checkpoint: {reason}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a bbavectors checkpoint (missing format {CHECKPOINT_FORMAT!r})")
+        raise CheckpointLoadError(
+            f"{path} is not a usable bbavectors checkpoint (no format tag {CHECKPOINT_FORMAT!r})")
     return ckpt
 
 
@@ -66,10 +101,14 @@ def model_from_checkpoint(
     from .models.builder import build_model  # late import: the model package is heavy
 
     ckpt = load_checkpoint(path, map_location="cpu")
-    cfg = config_from_dict(ckpt["config"])
-    classes = list(ckpt["classes"])
-    # The trunk's ImageNet weights are in the state dict already: never fetch them again.
-    cfg.model.pretrained = None
-    model = build_model(cfg, num_classes=len(classes))
-    model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    try:
+        cfg = config_from_dict(ckpt["config"])
+        classes = list(ckpt["classes"])
+        # The trunk's ImageNet weights are in the state dict already: never fetch them again.
+        cfg.model.pretrained = None
+        model = build_model(cfg, num_classes=len(classes))
+        model.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointLoadError(f"{path} is not a usable bbavectors checkpoint: {reason}") from e
     return model.to(device).eval(), cfg, classes

@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from bbavectors.checkpoint import save_checkpoint
+from bbavectors.checkpoint import CheckpointLoadError, save_checkpoint
 from bbavectors.config import Config, TargetConfig
 from bbavectors.data.dataset import DotaDataset
 from bbavectors.data.image_io import write_image
 from bbavectors.data.letterbox import letterbox_image
-from bbavectors.inference.predictor import CheckpointLoadError, Predictor
+from bbavectors.inference.predictor import Predictor
 from bbavectors.inference.runner import (
     DetectionCollector,
     InferenceInputError,

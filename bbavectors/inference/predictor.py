@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from ..checkpoint import model_from_checkpoint
+from ..checkpoint import CheckpointLoadError, model_from_checkpoint
 from ..config import Config, DecodeConfig
 from ..data.letterbox import letterbox_image, normalize_images
 from ..runtime import resolve_device
@@ -55,10 +54,6 @@ logger = logging.getLogger(__name__)
 Detections = dict[str, Tensor]
 
 AMP_MODES: tuple[str, ...] = ("none", "bf16")
-
-
-class CheckpointLoadError(ValueError):
-    """A file given as a checkpoint is not a loadable bbavectors checkpoint."""
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -156,16 +151,10 @@ class Predictor:
         """Rebuild the model stored in a checkpoint (EMA weights when present).
 
         Raises:
-            FileNotFoundError: no such file.
-            CheckpointLoadError: the file is not a (compatible) bbavectors checkpoint.
+            CheckpointLoadError: no such file, or not a (compatible) bbavectors checkpoint.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        try:
-            model, cfg, classes = model_from_checkpoint(path, device="cpu")
-        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointLoadError(f"{path} is not a usable bbavectors checkpoint: {e}") from e
+        model, cfg, classes = model_from_checkpoint(path, device="cpu")
         logger.info("loaded %s: %s, %d classes, input %d", path, cfg.model.backbone, len(classes),
                     cfg.data.input_size)
         return cls(model, cfg, classes, device=device, batch_size=batch_size, amp=amp,
