@@ -7,10 +7,23 @@ Format (DESIGN §5)::
     x1 y1 x2 y2 x3 y3 x4 y4 class difficult
 
 ``difficult`` is 0, 1 or 2 (DOTA's split tool writes 2 for objects cut by a patch border); when
-missing it is 0. Bad lines never crash a long job and are never dropped silently: each problem
-(malformed line, non-finite number, unknown class, degenerate polygon of area < 1 px^2) is
+missing it is 0. Bad lines never crash a long job and are never dropped silently: each problem is
 recorded in a :class:`LabelReport` with file and line, logged, counted and skipped; with
-``strict=True`` the first problem raises :class:`LabelError` instead.
+``strict=True`` the first problem raises :class:`LabelError` instead. The kinds of problem:
+
+* ``malformed``: not 9 or 10 fields, or a non-numeric coordinate;
+* ``non-finite``: a NaN or infinite coordinate;
+* ``out-of-range``: a coordinate beyond :data:`MAX_ABS_COORDINATE` px in absolute value (no image
+  is that large; 1e200 would make the area NaN and slip through every area test);
+* ``not-utf8``: a line that is not UTF-8 (e.g. Latin-1 class names), never turned into U+FFFD;
+* ``bad-difficult``, ``unknown-class``;
+* ``self-intersecting``: the 4 corners in the given order cross (a "bow-tie") and no order of
+  them is a rectangle;
+* ``degenerate``: polygon area < :data:`MIN_POLYGON_AREA` px^2.
+
+One problem is **repaired** instead: corners of a rectangle written in bow-tie order (TL, TR, BL,
+BR, as some converters write them) are put back in ring order; the object is kept and the repair
+counted in :attr:`LabelReport.repairs` (shown in the summary, logged with file and line).
 """
 
 from __future__ import annotations
@@ -37,12 +50,20 @@ __all__ = [
     "write_dota_label",
     "format_dota_line",
     "MIN_POLYGON_AREA",
+    "MAX_ABS_COORDINATE",
+    "is_self_intersecting",
+    "untangle_rectangle",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Polygons with a smaller area (px^2) are degenerate: reported and skipped.
 MIN_POLYGON_AREA = 1.0
+#: Coordinates (px) beyond this absolute value are no image's: the line is reported and skipped.
+MAX_ABS_COORDINATE = 1e6
+#: A corner of a repaired bow-tie must be a right angle to within this cosine (about 10 degrees):
+#: integer-rounded corners of small rotated boxes are a few degrees off.
+_RIGHT_ANGLE_COS = 0.17
 
 
 class LabelError(ValueError):
@@ -64,7 +85,7 @@ class LabelIssue:
 
     path: str
     line: int
-    kind: str  # malformed | non-finite | unknown-class | degenerate | bad-difficult
+    kind: str  # see the module docstring; "bow-tie" for a repair
     message: str
 
     def __str__(self) -> str:
@@ -79,6 +100,8 @@ class LabelReport:
     objects: int = 0
     issues: list[LabelIssue] = field(default_factory=list)
     per_class: Counter[str] = field(default_factory=Counter)
+    #: Lines kept after a repair (bow-tie corner order), with file and line.
+    repairs: list[LabelIssue] = field(default_factory=list)
 
     def skipped(self) -> Counter[str]:
         """Skipped lines by kind of problem."""
@@ -89,10 +112,13 @@ class LabelReport:
         self.objects += other.objects
         self.issues.extend(other.issues)
         self.per_class.update(other.per_class)
+        self.repairs.extend(other.repairs)
 
     def summary(self) -> str:
         skipped = self.skipped()
         s = f"{self.files} label file(s), {self.objects} object(s) kept"
+        if self.repairs:
+            s += f" ({len(self.repairs)} repaired: bow-tie corner order)"
         if skipped:
             s += ", skipped: " + ", ".join(f"{n} {k}" for k, n in sorted(skipped.items()))
         return s
@@ -133,6 +159,56 @@ def _shoelace_area(c: list[float]) -> float:
         j = (i + 1) % 4
         s += c[2 * i] * c[2 * j + 1] - c[2 * j] * c[2 * i + 1]
     return abs(s) / 2.0
+
+
+def _turns(c: Sequence[float]) -> list[float]:
+    """Cross products of consecutive edges at the 4 corners of ``x1 y1 ... x4 y4``."""
+    out = []
+    for i in range(4):
+        j, k = (i + 1) % 4, (i + 2) % 4
+        ax, ay = c[2 * j] - c[2 * i], c[2 * j + 1] - c[2 * i + 1]
+        bx, by = c[2 * k] - c[2 * j], c[2 * k + 1] - c[2 * j + 1]
+        out.append(ax * by - ay * bx)
+    return out
+
+
+def is_self_intersecting(polygon: Sequence[float]) -> bool:
+    """True when the quadrilateral ``x1 y1 ... x4 y4`` (8 numbers) crosses itself (a bow-tie).
+
+    A simple quadrilateral turns the same way at 3 or 4 of its corners; a crossing one turns left
+    at exactly 2 and right at 2 (its turning number is 0).
+    """
+    turns = _turns(polygon)
+    return sum(t > 0 for t in turns) == 2 and sum(t < 0 for t in turns) == 2
+
+
+def _is_rectangle(c: Sequence[float]) -> bool:
+    turns = _turns(c)
+    if not (all(t > 0 for t in turns) or all(t < 0 for t in turns)):
+        return False
+    for i in range(4):
+        j, k = (i + 1) % 4, (i + 2) % 4
+        ax, ay = c[2 * j] - c[2 * i], c[2 * j + 1] - c[2 * i + 1]
+        bx, by = c[2 * k] - c[2 * j], c[2 * k + 1] - c[2 * j + 1]
+        if abs(ax * bx + ay * by) > _RIGHT_ANGLE_COS * math.hypot(ax, ay) * math.hypot(bx, by):
+            return False
+    return True
+
+
+def untangle_rectangle(polygon: Sequence[float]) -> list[float] | None:
+    """The 4 corners of a bow-tie put in ring order when they form a rectangle, else None.
+
+    Args:
+        polygon: ``x1 y1 ... x4 y4`` (8 numbers), e.g. TL, TR, BL, BR.
+    Returns:
+        8 numbers starting at the same first corner (TL, TR, BR, BL for the example), or None.
+    """
+    c = list(map(float, polygon))
+    for order in ((0, 1, 3, 2), (0, 2, 1, 3)):
+        candidate = [v for k in order for v in (c[2 * k], c[2 * k + 1])]
+        if _is_rectangle(candidate):
+            return candidate
+    return None
 
 
 def _issue(report: LabelReport, strict: bool, path: str, line: int, kind: str, msg: str) -> None:
@@ -191,6 +267,10 @@ def parse_dota_lines(
         if not all(math.isfinite(v) for v in coords):
             _issue(report, strict, path, lineno, "non-finite", f"NaN or inf coordinate in {line!r}")
             continue
+        if max(abs(v) for v in coords) > MAX_ABS_COORDINATE:
+            _issue(report, strict, path, lineno, "out-of-range",
+                   f"coordinate beyond {MAX_ABS_COORDINATE:g} px in {line!r}")
+            continue
         name = parts[8]
         difficult = 0
         if len(parts) == 10:
@@ -208,8 +288,21 @@ def parse_dota_lines(
             _issue(report, strict, path, lineno, "unknown-class",
                    f"class {name!r} is not in the class list ({len(known)} classes)")
             continue
+        if is_self_intersecting(coords):
+            untangled = untangle_rectangle(coords)
+            if untangled is None:
+                _issue(report, strict, path, lineno, "self-intersecting",
+                       "the corners cross (bow-tie order) and no order of them is a rectangle")
+                continue
+            coords = untangled
+            repair = LabelIssue(path, lineno, "bow-tie", "rectangle corners reordered into ring order")
+            report.repairs.append(repair)
+            logger.info("repaired label: %s", repair)
         poly = np.asarray(coords, dtype=np.float64)
         area = _shoelace_area(coords)
+        if not math.isfinite(area):
+            _issue(report, strict, path, lineno, "non-finite", f"polygon area is {area}")
+            continue
         if area < MIN_POLYGON_AREA:
             _issue(report, strict, path, lineno, "degenerate",
                    f"polygon area {area:.3g} px^2 < {MIN_POLYGON_AREA}")
@@ -226,14 +319,37 @@ def read_dota_label(
     strict: bool = False,
     report: LabelReport | None = None,
 ) -> LabelFile:
-    """Read one labelTxt file; see :func:`parse_dota_lines` for the arguments."""
+    """Read one labelTxt file; see :func:`parse_dota_lines` for the arguments.
+
+    A line that is not UTF-8 is a ``not-utf8`` problem (file and line), never decoded with
+    replacement characters into a new class name.
+    """
     path = Path(path)
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        lines = f.read().splitlines()
+    data = path.read_bytes()
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        report = report if report is not None else LabelReport()
+        lines = _decode_lines(data, str(path), strict, report)
+        return parse_dota_lines(lines, str(path), classes, strict, report)
     fast = _parse_clean_file(lines, classes, report)
     if fast is not None:
         return fast
     return parse_dota_lines(lines, str(path), classes, strict, report)
+
+
+def _decode_lines(data: bytes, path: str, strict: bool, report: LabelReport) -> list[str]:
+    """Lines of a file that is not UTF-8 throughout: bad lines are reported and left empty, so the
+    others keep their line numbers."""
+    lines = []
+    for lineno, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            _issue(report, strict, path, lineno, "not-utf8",
+                   f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the file as UTF-8")
+            lines.append("")
+    return lines
 
 
 def _parse_clean_file(
@@ -274,6 +390,8 @@ def _parse_clean_file(
     area = 0.5 * np.abs((x * yn - xn * y).sum(axis=1))
     if (
         not np.isfinite(coords).all()
+        or (np.abs(coords) > MAX_ABS_COORDINATE).any()
+        or _self_intersecting_rows(coords).any()
         or (area < MIN_POLYGON_AREA).any()
         or not ((difficult >= 0) & (difficult <= 2)).all()
         or (classes is not None and not set(names) <= set(classes))
@@ -285,6 +403,16 @@ def _parse_clean_file(
         report.objects += len(rows)
         report.per_class.update(names)
     return out
+
+
+def _self_intersecting_rows(coords: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """:func:`is_self_intersecting` of every row of ``(N, 8)``."""
+    pts = coords.reshape(-1, 4, 2)
+    e = np.roll(pts, -1, axis=1) - pts
+    f = np.roll(e, -1, axis=1)
+    turns = e[..., 0] * f[..., 1] - e[..., 1] * f[..., 0]
+    result: NDArray[np.bool_] = ((turns > 0).sum(axis=1) == 2) & ((turns < 0).sum(axis=1) == 2)
+    return result
 
 
 def _fmt(v: float) -> str:

@@ -246,3 +246,66 @@ def test_fast_path_equals_careful_parser_on_real_files(shared_data: Path) -> Non
         assert (fast.imagesource, fast.gsd) == (slow.imagesource, slow.gsd)
         assert (fast_report.objects, fast_report.files, len(fast_report.issues)) == (
             slow_report.objects, slow_report.files, len(slow_report.issues))
+
+
+# ----------------------------------------------------------------------- issue 10: bad coordinates
+def test_regression_absurd_coordinates_are_bad_lines_not_nan_areas(tmp_path: Path) -> None:
+    """1e200 made the shoelace area NaN, ``NaN < 1`` is false and the polygon was kept."""
+    lines = ["1e200 0 1e200 1 0 1 0 0 plane 0", "-2e6 10 20 10 20 20 10 20 plane 0", f"{SQUARE} ship 0"]
+    objects, report = _parse(lines)
+    assert [o.class_name for o in objects] == ["ship"]
+    assert [(i.line, i.kind) for i in report.issues] == [(1, "out-of-range"), (2, "out-of-range")]
+    path = tmp_path / "big.txt"
+    path.write_text("\n".join(lines) + "\n")
+    fast_report = LabelReport()
+    assert read_dota_label(path, report=fast_report).class_names() == ["ship"]  # also in the fast reader
+    assert str(fast_report.issues[0]).startswith(f"{path}:1: out-of-range: ")
+    assert _parse(["1e6 0 1e6 10 999990 10 999990 0 plane 0"])[1].issues == []  # the bound itself is fine
+
+
+def test_regression_bow_tie_rectangle_is_repaired_and_counted(tmp_path: Path) -> None:
+    """TL, TR, BL, BR (a converter fork's order) was rejected as 'degenerate: area 0'."""
+    objects, report = _parse(["10 10 50 10 10 30 50 30 plane 0", "50 10 10 30 10 10 50 30 ship 1"])
+    np.testing.assert_array_equal(objects[0].polygon, [10, 10, 50, 10, 50, 30, 10, 30])
+    np.testing.assert_array_equal(objects[1].polygon, [50, 10, 10, 10, 10, 30, 50, 30])
+    assert report.issues == [] and report.objects == 2
+    assert [(r.line, r.kind) for r in report.repairs] == [(1, "bow-tie"), (2, "bow-tie")]
+    assert report.summary() == "1 label file(s), 2 object(s) kept (2 repaired: bow-tie corner order)"
+    # A rotated rectangle with rounded integer corners, written as a bow-tie.
+    rotated = "100 50 150 79 85 76 135 105"
+    objects, report = _parse([f"{rotated} plane 0"])
+    assert len(objects) == 1 and len(report.repairs) == 1
+    path = tmp_path / "b.txt"
+    path.write_text("10 10 50 10 10 30 50 30 plane 0\n")
+    total = LabelReport()
+    read_dota_label(path, report=total)
+    merged = LabelReport()
+    merged.merge(total)
+    assert len(merged.repairs) == 1 and str(merged.repairs[0]) == f"{path}:1: bow-tie: " \
+        "rectangle corners reordered into ring order"
+
+
+def test_self_intersecting_non_rectangle_is_a_bad_line(tmp_path: Path) -> None:
+    line = "0 0 40 0 10 30 50 20 plane 0"  # edges 2 and 4 cross, no order is a rectangle
+    objects, report = _parse([line, f"{SQUARE} ship 0"])
+    assert [o.class_name for o in objects] == ["ship"]
+    assert [(i.line, i.kind) for i in report.issues] == [(1, "self-intersecting")]
+    path = tmp_path / "s.txt"
+    path.write_text(f"{line}\n{SQUARE} ship 0\n")
+    assert read_dota_label(path).class_names() == ["ship"]  # the fast reader hands it to the careful one
+    with pytest.raises(LabelError, match="s.txt:1: self-intersecting"):
+        read_dota_label(path, strict=True)
+
+
+def test_regression_latin1_line_is_reported_not_turned_into_a_class(tmp_path: Path) -> None:
+    path = tmp_path / "l.txt"
+    path.write_bytes(f"{SQUARE} plane 0\n".encode() + f"{SQUARE} avi\u00f3n 0\n".encode("latin-1")
+                     + f"{SQUARE} ship 0\n".encode())
+    report = LabelReport()
+    lf = read_dota_label(path, report=report)
+    assert lf.class_names() == ["plane", "ship"] and report.per_class == Counter({"plane": 1, "ship": 1})
+    assert [(i.line, i.kind) for i in report.issues] == [(2, "not-utf8")]
+    assert str(report.issues[0]).startswith(f"{path}:2: not-utf8: not UTF-8")
+    assert report.files == 1
+    with pytest.raises(LabelError, match="l.txt:2: not-utf8"):
+        read_dota_label(path, strict=True)
