@@ -136,12 +136,27 @@ def test_class_list_from_classes_txt(small_root: Path) -> None:
 
 def test_list_images_all_suffixes_and_clashes(tmp_path: Path) -> None:
     img = red_image(8, 8)
-    for name in ("p.png", "j.JPG", "k.jpeg", "t.tif", "u.tiff", "m.bmp", "d.png", "d.jpg"):
+    for name in ("p.png", "j.JPG", "k.jpeg", "t.tif", "u.tiff", "m.bmp", "d.png"):
         write_bgr(tmp_path / name, img)
     (tmp_path / "notes.txt").write_text("x")
     found = list_images(tmp_path)
     assert sorted(found) == ["d", "j", "k", "m", "p", "t", "u"]
     assert found["d"].name == "d.png"
+    # Issue 12: one listing rule for both packages: a second file with the stem "d" is an error
+    # naming both files (it was tolerated here and an error in DOTA_devkit).
+    write_bgr(tmp_path / "d.jpg", img)
+    with pytest.raises(ValueError, match=r"two images with the id 'd': d\.jpg and d\.png"):
+        list_images(tmp_path)
+    with pytest.raises(ValueError, match="two images with the id 'd'"):
+        DotaDataset(tmp_path.parent, None, CLASSES, image_dir=tmp_path.name)
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        list_images(tmp_path / "nothing")
+
+
+def test_regression_one_list_images_for_both_packages() -> None:
+    from DOTA_devkit import image_io
+
+    assert list_images is image_io.list_images
 
 
 def test_image_conversions(tmp_path: Path) -> None:
@@ -175,17 +190,30 @@ def test_corrupt_image_is_skipped_not_a_crash(small_root: Path, caplog: pytest.L
     good = (small_root / "images" / "b.png").read_bytes()
     (small_root / "images" / "b.png").write_bytes(good[: len(good) // 3])  # truncated PNG
     (small_root / "images" / "c.png").write_bytes(b"")  # empty file
-    ds = DotaDataset(small_root, None, CLASSES, input_size=64)
+    ds = DotaDataset(small_root, None, CLASSES, input_size=64, replace_unreadable=True)
     with caplog.at_level(logging.WARNING):
         s = ds[1]
     assert s["image_id"] == "a"  # b and c unreadable: wrapped around to the next readable one
     assert ds.num_unreadable == 2
     assert "b.png" in caplog.text and "c.png" in caplog.text
     assert ds[2]["image_id"] == "a" and ds.num_unreadable == 2  # remembered, not re-decoded
+    assert ds.num_replaced == 2 and "training sample c replaced by a" in caplog.text
     (small_root / "images" / "a.png").write_bytes(b"")
-    ds2 = DotaDataset(small_root, None, CLASSES, input_size=64)
+    ds2 = DotaDataset(small_root, None, CLASSES, input_size=64, replace_unreadable=True)
     with pytest.raises(RuntimeError, match="no readable image"):
         ds2[0]
+
+
+def test_regression_evaluation_reader_never_replaces_an_unreadable_image(small_root: Path) -> None:
+    """An evaluation sample replaced by another image is scored against the wrong labels."""
+    (small_root / "images" / "b.png").write_bytes(b"")
+    ds = DotaDataset(small_root, None, CLASSES, input_size=64)  # augment=None: validation / test
+    assert not ds.replace_unreadable
+    with pytest.raises(ImageReadError, match="b.png: empty file"):
+        ds[1]
+    assert ds[0]["image_id"] == "a" and ds.num_replaced == 0
+    train = DotaDataset(small_root, None, CLASSES, input_size=64, augment=AugmentConfig())
+    assert train.replace_unreadable and train[1]["image_id"] == "c" and train.num_replaced == 1
 
 
 def test_train_mode_augments_and_keeps_arrays_aligned(small_root: Path) -> None:

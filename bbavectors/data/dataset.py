@@ -15,10 +15,14 @@ instead). A split id without an image file is reported and skipped; an image wit
 is an image with no objects (logged once with the count) unless ``require_labels=True``.
 
 Reading: each sample's image is decoded once (:func:`bbavectors.data.image_io.read_image`). An
-unreadable image is logged (path and reason), remembered and counted in
-:attr:`DotaDataset.num_unreadable`, and ``__getitem__`` returns the next readable sample instead (at
-most ``max_retries`` further tries, then a ``RuntimeError`` naming the files), so one corrupt file
-never kills a worker or a long run. The count is per process (each loader worker keeps its own).
+unreadable image raises :class:`ImageReadError` naming the file, unless ``replace_unreadable`` (the
+default for training only, i.e. with ``augment``): then it is logged (path and reason), remembered,
+counted in :attr:`DotaDataset.num_unreadable`, and ``__getitem__`` returns the next readable sample
+instead (at most ``max_retries`` further tries, then a ``RuntimeError`` naming the files); every
+such replacement is logged and counted in :attr:`DotaDataset.num_replaced`, so one corrupt file never
+kills a long training run yet never goes unnoticed. An evaluation reader never replaces: a
+replaced image would be scored against another image's labels. The counts are per process (each
+loader worker keeps its own; the warnings reach the log from every worker).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from DOTA_devkit.classes import read_class_file
-from DOTA_devkit.image_io import index_images
+from DOTA_devkit.image_io import list_images
 from DOTA_devkit.labels import DotaObject, LabelFile, LabelReport, read_dota_label
 
 from ..config import AugmentConfig
@@ -89,18 +93,6 @@ def read_split_file(path: str | Path) -> list[str]:
     return ids
 
 
-def list_images(image_dir: str | Path) -> dict[str, Path]:
-    """``{image id: path}`` for every image file (suffixes in ``IMAGE_EXTENSIONS``, any case).
-
-    Two files with the same stem (``a.png``, ``a.jpg``) are reported; the one whose suffix comes
-    first in ``IMAGE_EXTENSIONS`` wins.
-    """
-    image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"image folder not found: {image_dir}")
-    return index_images(image_dir)
-
-
 class DotaDataset(Dataset[dict[str, Any]]):
     """DOTA-format data set yielding letterboxed (training: augmented) samples.
 
@@ -116,6 +108,9 @@ class DotaDataset(Dataset[dict[str, Any]]):
         require_labels: a missing label file is an error instead of an empty image.
         min_visible: training only: objects cut to less than this area fraction become difficult.
         max_retries: unreadable images skipped in a row before ``__getitem__`` gives up.
+        replace_unreadable: return the next readable sample for an unreadable image (logged and
+            counted) instead of raising :class:`ImageReadError`; None (default): only for training
+            (``augment`` given). Never set it for validation or testing.
 
     Item (dict): ``image`` uint8 ``(3, S, S)`` RGB; ``polygons`` float32 ``(N, 8)`` in network-input
     pixels; ``classes`` int64 ``(N,)``; ``difficult`` int64 ``(N,)``; ``image_id`` str;
@@ -137,6 +132,7 @@ class DotaDataset(Dataset[dict[str, Any]]):
         require_labels: bool = False,
         min_visible: float = DEFAULT_MIN_VISIBLE,
         max_retries: int = 10,
+        replace_unreadable: bool | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -148,6 +144,8 @@ class DotaDataset(Dataset[dict[str, Any]]):
         self.augment = augment
         self.min_visible = float(min_visible)
         self.max_retries = int(max_retries)
+        self.replace_unreadable = augment is not None if replace_unreadable is None else bool(replace_unreadable)
+        self.num_replaced = 0
         self.split = split
         self.label_report = LabelReport()
         self.missing_images: list[str] = []
@@ -253,6 +251,8 @@ class DotaDataset(Dataset[dict[str, Any]]):
         n = len(self.records)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} images")
+        if not self.replace_unreadable:
+            return self.load_sample(index)
         errors: list[str] = []
         for attempt in range(self.max_retries + 1):
             i = (index + attempt) % n
@@ -260,13 +260,20 @@ class DotaDataset(Dataset[dict[str, Any]]):
             if record.image_id in self._unreadable:
                 continue
             try:
-                return self.load_sample(i)
+                sample = self.load_sample(i)
             except ImageReadError as e:
                 self._unreadable.add(record.image_id)
                 self.num_unreadable += 1
                 errors.append(str(e))
                 logger.warning("skipped unreadable image (%d so far in this process): %s",
                                self.num_unreadable, e)
+                continue
+            if attempt:
+                self.num_replaced += 1
+                logger.warning("training sample %s replaced by %s: its image is unreadable "
+                               "(%d replacement(s) so far in this process)",
+                               self.records[index].image_id, record.image_id, self.num_replaced)
+            return sample
         raise RuntimeError(f"no readable image among {self.max_retries + 1} tried from index {index}: "
                            + "; ".join(errors[-3:]))
 

@@ -13,7 +13,9 @@ because they change pixel values:
   all images of a data set keep the same scale).
 * floating point: values in ``[0, 1]`` scaled by 255, others clipped to ``[0, 255]``.
 
-EXIF orientation is ignored: labels refer to the stored pixel grid, as DOTA's tools read it.
+EXIF orientation is ignored (``IMREAD_UNCHANGED``; :func:`DOTA_devkit.image_io.decode_image_file`
+enforces it for any flags): labels refer to the pixels as stored, the same rule as the split tool's
+reader :func:`DOTA_devkit.image_io.read_image_bgr`.
 
 An unreadable, truncated or empty file raises :class:`ImageReadError` naming the file; callers
 (e.g. :class:`bbavectors.data.dataset.DotaDataset`) log it and skip the image.
@@ -32,8 +34,6 @@ from numpy.typing import NDArray
 from DOTA_devkit.image_io import IMAGE_EXTENSIONS, ImageReadError, decode_image_file
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image", "to_rgb_uint8", "write_image"]
-
-#: File suffixes (lower case) treated as images when listing a folder.
 
 
 def to_rgb_uint8(decoded: NDArray[np.generic], source: str = "<image>") -> NDArray[np.uint8]:
