@@ -29,6 +29,12 @@ column). For each object:
 * pieces (or whole objects after resizing) under 1 px^2: dropped and counted (the label reader
   would reject them as degenerate).
 
+Every object read is accounted for, per rate (:class:`ObjectLedger`, the summary's ``objects in``
+line): it lands in at least one patch, or it is dropped for a named, counted reason: **outside
+the image** (no area inside the scene, e.g. a label made for another image size) or **under
+1 px^2** (all its pieces inside the scene are smaller). Label lines the reader rejects are counted
+in the ``labels:`` line (kind, file and line).
+
 Reducing a cut piece to 4 corners (vertices first cleaned of duplicates; a convex hull when a
 non-convex object falls apart into several pieces):
 
@@ -71,6 +77,7 @@ __all__ = [
     "window_starts",
     "reduce_to_quad",
     "ClipCounts",
+    "ObjectLedger",
     "cut_objects",
     "SplitOptions",
     "SceneResult",
@@ -188,11 +195,30 @@ class ClipCounts:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+@dataclass
+class ObjectLedger:
+    """Where every object read went, counted once per object and rate (a patch overlap may show an
+    object several times; it counts once): ``objects_in == in_patches + outside_image + tiny``."""
+
+    objects_in: int = 0  # objects kept by the label reader, times the number of rates
+    in_patches: int = 0  # in at least one patch
+    outside_image: int = 0  # no area inside the (resized) scene: in no patch
+    tiny: int = 0  # every piece inside the scene under 1 px^2: in no patch
+
+    def add(self, other: ObjectLedger) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def balanced(self) -> bool:
+        return self.objects_in == self.in_patches + self.outside_image + self.tiny
+
+
 def cut_objects(
     objects: Sequence[DotaObject],
     window: tuple[float, float, float, float],
     thresh: float = 0.7,
     counts: ClipCounts | None = None,
+    sources: list[int] | None = None,
 ) -> list[DotaObject]:
     """The labels of one patch (module docstring), in patch coordinates.
 
@@ -202,6 +228,7 @@ def cut_objects(
         thresh: fraction of an object's area that must be inside for a cut piece to keep its
             ``difficult`` flag (else 2).
         counts: accumulates what happened (created when None).
+        sources: when given, receives the index in ``objects`` of every object returned.
     Returns:
         objects whose polygons are relative to ``(left, up)``, all inside
         ``[0, right - left] x [0, down - up]``.
@@ -233,6 +260,8 @@ def cut_objects(
                 counts.tiny += 1
                 continue
             out.append(DotaObject(polys[i] - shift, obj.class_name, obj.difficult))
+            if sources is not None:
+                sources.append(i)
             counts.whole += 1
             continue
         if i not in pieces:
@@ -263,7 +292,28 @@ def cut_objects(
         counts.cut += 1
         counts.cut_difficult2 += int(difficult == 2 and obj.difficult != 2)
         out.append(DotaObject(local, obj.class_name, difficult))
+        if sources is not None:
+            sources.append(i)
     return out
+
+
+def _count_unplaced(objects: Sequence[DotaObject], placed: set[int], height: int, width: int,
+                    ledger: ObjectLedger) -> None:
+    """Add one rate's objects to ``ledger``: placed, or why not (:class:`ObjectLedger`)."""
+    ledger.objects_in += len(objects)
+    ledger.in_patches += len(placed)
+    missing = [i for i in range(len(objects)) if i not in placed]
+    if not missing:
+        return
+    geoms = shapely.polygons(np.stack([objects[i].polygon for i in missing]).reshape(-1, 4, 2))
+    inside = shapely.area(shapely.intersection(shapely.make_valid(geoms), shapely.box(0, 0, width, height)))
+    for i, area in zip(missing, inside.tolist()):
+        if area > 0:
+            ledger.tiny += 1
+        else:
+            ledger.outside_image += 1
+            logger.info("object %d (%s) lies outside the %dx%d image: in no patch", i + 1,
+                        objects[i].class_name, width, height)
 
 
 # ----------------------------------------------------------------------------------- one scene
@@ -297,6 +347,7 @@ class SceneResult:
     empty_dropped: int = 0
     counts: ClipCounts = field(default_factory=ClipCounts)
     labels: LabelReport = field(default_factory=LabelReport)
+    ledger: ObjectLedger = field(default_factory=ObjectLedger)
     error: str | None = None
 
 
@@ -347,13 +398,14 @@ def split_scene(
         objects = [DotaObject(o.polygon * rate, o.class_name, o.difficult) for o in labels.objects] \
             if labels is not None else []
         gsd = labels.gsd / rate if labels is not None and labels.gsd is not None else None
+        sources: list[int] = []
         for left, up in sliding_windows(h, w, options.subsize, options.gap):
             name = patch_name(result.scene_id, rate, left, up)
             patch_objects: list[DotaObject] = []
             if labels is not None:
                 window = (float(left), float(up), float(min(left + options.subsize, w)),
                           float(min(up + options.subsize, h)))
-                patch_objects = cut_objects(objects, window, options.thresh, result.counts)
+                patch_objects = cut_objects(objects, window, options.thresh, result.counts, sources)
                 if options.drop_empty and not patch_objects:
                     result.empty_dropped += 1
                     continue
@@ -362,6 +414,7 @@ def split_scene(
             write_image_atomic(out_dir / "images" / f"{name}.png",
                                _crop_padded(scaled, left, up, options.subsize))
             result.patches += 1
+        _count_unplaced(objects, set(sources), h, w, result.ledger)
     return result
 
 
@@ -375,6 +428,7 @@ class SplitSummary:
     empty_dropped: int = 0
     counts: ClipCounts = field(default_factory=ClipCounts)
     labels: LabelReport = field(default_factory=LabelReport)
+    ledger: ObjectLedger = field(default_factory=ObjectLedger)
     unreadable: list[str] = field(default_factory=list)
     labels_without_image: list[str] = field(default_factory=list)
     images_without_label: list[str] = field(default_factory=list)
@@ -388,6 +442,7 @@ class SplitSummary:
         self.empty_dropped += r.empty_dropped
         self.counts.add(r.counts)
         self.labels.merge(r.labels)
+        self.ledger.add(r.ledger)
 
     @property
     def num_problems(self) -> int:
@@ -405,6 +460,9 @@ class SplitSummary:
                 f"reduced to 4 corners: {c.cut_triangles} with 3, {c.cut_five} with 5, {c.cut_six_plus} with "
                 f"6+; dropped: {c.touching} touching a border only, {c.tiny} under 1 px^2")
             lines.append(f"labels: {self.labels.summary()}")
+            g = self.ledger
+            lines.append(f"objects in: {g.objects_in} (kept labels x rates) = {g.in_patches} in patches "
+                         f"+ {g.outside_image} outside the image + {g.tiny} under 1 px^2 inside it")
         problems = ([f"unreadable: {m}" for m in self.unreadable]
                     + [f"label without image: {p}" for p in self.labels_without_image]
                     + [f"image without label (skipped): {p}" for p in self.images_without_label]
@@ -418,6 +476,19 @@ class SplitSummary:
             if len(problems) > max_listed:
                 lines.append(f"  ... and {len(problems) - max_listed} more")
         return "\n".join(lines)
+
+
+def _check_destination(src: Path, dst: Path, image_dir: str, label_dir: str) -> None:
+    """Refuse a destination whose patches would land among (or overwrite) the inputs."""
+    src_r, dst_r = src.resolve(), dst.resolve()
+    if dst_r == src_r:
+        raise ValueError(f"--dst {dst} is the source folder: the patches would be written among the "
+                         "scenes (and overwrite their label files); choose another folder")
+    for sub in (image_dir, label_dir):
+        inputs = (src / sub).resolve()
+        if dst_r == inputs or inputs in dst_r.parents:
+            raise ValueError(f"--dst {dst} is inside the source folder {src / sub}; choose a folder "
+                             "outside it")
 
 
 def split_dataset(
@@ -437,12 +508,14 @@ def split_dataset(
         progress: show a tqdm bar over scenes.
     Raises:
         FileNotFoundError: no ``src/images`` folder or no image in it.
+        ValueError: ``dst`` is ``src`` or inside its image or label folder; two images share an id.
     """
     options = options if options is not None else SplitOptions()
     src, dst = Path(src), Path(dst)
     images_dir = src / image_dir
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {images_dir}")
+    _check_destination(src, dst, image_dir, label_dir)
     images = list_images(images_dir)
     labels_dir = src / label_dir
     labelled = labels_dir.is_dir()

@@ -320,3 +320,31 @@ def test_cli(tmp_path: Path) -> None:
     bad = subprocess.run(cmd[:3] + [str(tmp_path / "missing"), "--dst", str(tmp_path / "x")],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+def test_regression_object_wholly_outside_the_image_is_counted(tmp_path: Path) -> None:
+    """'labels: 4 object(s) kept' then 'dropped: 0': an object outside the scene vanished silently."""
+    objects = [DotaObject(box(10, 10, 60, 40), "plane", 0),  # whole
+               DotaObject(box(280, 100, 340, 140), "ship", 0),  # cut by the scene's border
+               DotaObject(box(400, 400, 450, 450), "ship", 0),  # wholly outside the 300x300 scene
+               DotaObject(box(100, 100, 101.5, 101), "plane", 0)]  # 1.5 px^2, 0.375 at rate 0.5
+    make_scene(tmp_path / "src", "O", 300, 300, objects)
+    s = split_dataset(tmp_path / "src", tmp_path / "dst", SplitOptions(subsize=200, gap=50, rates=(1.0, 0.5)),
+                      progress=False)
+    g = s.ledger
+    assert (g.objects_in, g.in_patches, g.outside_image, g.tiny) == (8, 5, 2, 1) and g.balanced()
+    assert s.labels.objects == 4
+    assert "objects in: 8 (kept labels x rates) = 5 in patches + 2 outside the image + 1 under 1 px^2" \
+        in s.format()
+
+
+@pytest.mark.parametrize("where", ["same", "images", "labels"])
+def test_regression_destination_inside_the_source_is_refused(tmp_path: Path, where: str) -> None:
+    src = tmp_path / "src"
+    make_scene(src, "C", 100, 100, [DotaObject(box(10, 10, 60, 40), "plane", 0)])
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    dst = {"same": src / ".." / "src", "images": src / "images", "labels": src / "labelTxt" / "out"}[where]
+    with pytest.raises(ValueError, match="--dst"):
+        split_dataset(src, dst, SplitOptions(subsize=64, gap=8), progress=False)
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
+    assert split_dataset(src, src / "patches", SplitOptions(subsize=64, gap=8), progress=False).patches == 4

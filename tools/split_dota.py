@@ -24,7 +24,8 @@ from DOTA_devkit.split import SplitOptions, split_dataset
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="folder with images/ (and optionally labelTxt/)")
-    p.add_argument("--dst", required=True, help="output folder (created)")
+    p.add_argument("--dst", required=True,
+                   help="output folder (created); refused when it is --src or inside its images/labelTxt")
     p.add_argument("--subsize", type=int, default=608, help="patch side in pixels (default 608)")
     p.add_argument("--gap", type=int, default=100,
                    help="minimum overlap of neighbouring patches (default 100)")
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         options = SplitOptions(subsize=args.subsize, gap=args.gap, rates=tuple(args.rates),
                                thresh=args.thresh, drop_empty=args.drop_empty, classes=classes)
         summary = split_dataset(args.src, args.dst, options, workers=args.workers, progress=not args.quiet)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary.format())
