@@ -1,4 +1,5 @@
-"""Write trainval.txt / val.txt / test.txt for a DOTA-format data set folder.
+"""Write trainval.txt / val.txt / test.txt (image sets) for a DOTA-format data set folder
+(DOTA_devkit.image_sets), in that folder or, with --out, in another one (a read-only data set).
 
 Stratified: each class with at least 2 images gets one in val (then in test) while keeping one for
 training; the rest is filled at random to the requested fractions. The same --seed gives the same
@@ -9,6 +10,8 @@ Examples::
 
     python tools/make_splits.py --data datasets/my_data --val 0.1
     python tools/make_splits.py --data datasets/my_data --val 0.15 --test 0.15 --seed 3 --classes dota1.0
+    python tools/make_splits.py --data /readonly/dota --out my_splits --val 0.1
+        # then train with --set data.train_split=my_splits/trainval.txt (a path to a split file)
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import sys
 
 from DOTA_devkit.classes import load_class_list
-from DOTA_devkit.splits import split_dataset
+from DOTA_devkit.image_sets import make_image_set_files
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      "reported; default: the names found")
     p.add_argument("--image-dir", default="images", help="image folder inside --data")
     p.add_argument("--label-dir", default="labelTxt", help="label folder inside --data")
+    p.add_argument("--out", help="folder for the split files (created; default: --data)")
     p.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
     return p.parse_args(argv)
 
@@ -40,9 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         classes = load_class_list(args.classes) if args.classes else None
-        result = split_dataset(args.data, args.val, args.test, args.seed, classes,
-                               args.image_dir, args.label_dir, write=not args.dry_run)
-    except (FileNotFoundError, ValueError) as e:
+        result = make_image_set_files(args.data, args.val, args.test, args.seed, classes,
+                                      args.image_dir, args.label_dir, write=not args.dry_run, out_dir=args.out)
+    except PermissionError as e:
+        print(f"error: cannot write the split files ({e}); write them elsewhere with --out DIR",
+              file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(result.table(classes))
@@ -50,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labels: {result.report.summary()}")
     if not args.dry_run:
         sizes = ", ".join(f"{name}.txt {len(ids)}" for name, ids in result.splits.items())
-        print(f"wrote {sizes} in {args.data}")
+        print(f"wrote {sizes} in {args.out or args.data}")
     return 0
 
 

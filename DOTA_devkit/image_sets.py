@@ -1,11 +1,13 @@
-"""Train / val / test splits of a DOTA-format data set, stratified so that every class is evaluated.
+"""Image sets: the train / val / test split files of a DOTA-format data set, stratified so that every
+class is evaluated. (Not to be confused with :mod:`DOTA_devkit.split`, which cuts scenes into patches.)
 
 Writes ``trainval.txt``, ``val.txt`` and ``test.txt`` (one image id per line: the image file name
-without suffix) in the data set folder, which :class:`bbavectors.data.dataset.DotaDataset` reads.
+without suffix) in the data set folder or another one (a read-only data set),
+which :class:`bbavectors.data.dataset.DotaDataset` reads (``split=<path to the file>``).
 The three splits are **disjoint**: ``trainval`` is what the model trains on, ``val`` and ``test``
 are held out (``test.txt`` is written empty with ``test=0``, so a stale file never overlaps).
 
-Algorithm (:func:`make_splits`), deterministic for a seed (image ids are sorted first):
+Algorithm (:func:`make_image_sets`), deterministic for a seed (image ids are sorted first):
 
 1. The ids are shuffled once with ``numpy.random.default_rng(seed)``; that order breaks every tie.
 2. For ``val``, then ``test``: **coverage**. While some class is not yet in the split and still has
@@ -34,27 +36,27 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_io import index_images
+from .image_io import list_images
 from .labels import LabelReport, read_dota_label
 
 __all__ = [
-    "SPLIT_NAMES",
-    "SplitResult",
+    "IMAGE_SET_NAMES",
+    "ImageSetResult",
     "image_class_counts",
-    "make_splits",
-    "write_splits",
-    "format_split_table",
-    "split_dataset",
+    "make_image_sets",
+    "write_image_set_files",
+    "format_image_set_table",
+    "make_image_set_files",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Split file stems, in the order they are written and shown.
-SPLIT_NAMES: tuple[str, ...] = ("trainval", "val", "test")
+IMAGE_SET_NAMES: tuple[str, ...] = ("trainval", "val", "test")
 
 
 @dataclass
-class SplitResult:
+class ImageSetResult:
     """Splits of one data set and what they hold."""
 
     splits: dict[str, list[str]]  # split name -> sorted image ids
@@ -62,7 +64,7 @@ class SplitResult:
     report: LabelReport
 
     def table(self, classes: Sequence[str] | None = None) -> str:
-        return format_split_table(self.image_classes, self.splits, classes)
+        return format_image_set_table(self.image_classes, self.splits, classes)
 
 
 def image_class_counts(
@@ -83,9 +85,10 @@ def image_class_counts(
         gets an empty Counter.
     Raises:
         FileNotFoundError: no image folder or no image in it.
+        ValueError: two images share an id (:func:`DOTA_devkit.image_io.list_images`).
     """
     data_dir = Path(data_dir)
-    images = index_images(data_dir / image_dir)
+    images = list_images(data_dir / image_dir)
     if not images:
         raise FileNotFoundError(f"no images in {data_dir / image_dir}")
     report = report if report is not None else LabelReport()
@@ -182,7 +185,7 @@ def _fill(pool: _Pool, count: int) -> list[str]:
     return chosen
 
 
-def make_splits(
+def make_image_sets(
     image_classes: Mapping[str, Mapping[str, int]],
     val: float = 0.1,
     test: float = 0.0,
@@ -219,15 +222,17 @@ def make_splits(
                         name, len(chosen), quota)
         out[name] = sorted(chosen)
     out["trainval"] = sorted(pool.remaining())
-    return {name: out[name] for name in SPLIT_NAMES}
+    return {name: out[name] for name in IMAGE_SET_NAMES}
 
 
-def write_splits(data_dir: str | Path, splits: Mapping[str, Sequence[str]]) -> list[Path]:
-    """Write ``<split>.txt`` files (one id per line) atomically; returns their paths."""
-    data_dir = Path(data_dir)
+def write_image_set_files(out_dir: str | Path, splits: Mapping[str, Sequence[str]]) -> list[Path]:
+    """Write ``<split>.txt`` files (one id per line) atomically in ``out_dir`` (created); returns
+    their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, ids in splits.items():
-        path = data_dir / f"{name}.txt"
+        path = out_dir / f"{name}.txt"
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
         os.replace(tmp, path)
@@ -235,7 +240,7 @@ def write_splits(data_dir: str | Path, splits: Mapping[str, Sequence[str]]) -> l
     return written
 
 
-def format_split_table(
+def format_image_set_table(
     image_classes: Mapping[str, Mapping[str, int]],
     splits: Mapping[str, Sequence[str]],
     classes: Sequence[str] | None = None,
@@ -244,7 +249,7 @@ def format_split_table(
 
     Classes are listed in ``classes`` order (default: alphabetical), then any other class found.
     """
-    names = [s for s in SPLIT_NAMES if s in splits] + [s for s in splits if s not in SPLIT_NAMES]
+    names = [s for s in IMAGE_SET_NAMES if s in splits] + [s for s in splits if s not in IMAGE_SET_NAMES]
     found = sorted({c for counts in image_classes.values() for c, k in counts.items() if k > 0})
     order = list(classes or []) + [c for c in found if c not in set(classes or [])]
     width = max([len("class")] + [len(c) for c in order] + [len("all images")])
@@ -266,7 +271,7 @@ def format_split_table(
     return "\n".join(lines)
 
 
-def split_dataset(
+def make_image_set_files(
     data_dir: str | Path,
     val: float = 0.1,
     test: float = 0.0,
@@ -275,14 +280,16 @@ def split_dataset(
     image_dir: str = "images",
     label_dir: str = "labelTxt",
     write: bool = True,
-) -> SplitResult:
+    out_dir: str | Path | None = None,
+) -> ImageSetResult:
     """Count classes, make stratified splits and (with ``write``) write the split files.
 
-    See :func:`image_class_counts` and :func:`make_splits` for the arguments.
+    See :func:`image_class_counts` and :func:`make_image_sets` for the arguments; ``out_dir``: where
+    the files go (default ``data_dir``).
     """
     report = LabelReport()
     counts = image_class_counts(data_dir, image_dir, label_dir, classes, report)
-    splits = make_splits(counts, val, test, seed)
+    splits = make_image_sets(counts, val, test, seed)
     if write:
-        write_splits(data_dir, splits)
-    return SplitResult(splits, counts, report)
+        write_image_set_files(out_dir if out_dir is not None else data_dir, splits)
+    return ImageSetResult(splits, counts, report)

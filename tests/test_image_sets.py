@@ -11,14 +11,14 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from DOTA_devkit.labels import DotaObject, write_dota_label
-from DOTA_devkit.splits import (
-    format_split_table,
+from DOTA_devkit.image_sets import (
+    format_image_set_table,
     image_class_counts,
-    make_splits,
-    split_dataset,
-    write_splits,
+    make_image_set_files,
+    make_image_sets,
+    write_image_set_files,
 )
+from DOTA_devkit.labels import DotaObject, write_dota_label
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_every_class_with_two_images_is_in_val_and_stays_in_training() -> None:
     images["rare_a"] = Counter({"rare": 1})
     images["rare_b"] = Counter({"rare": 2, "c0": 1})
     images["single"] = Counter({"only": 3})
-    s = make_splits(images, val=0.1, test=0.1, seed=0)
+    s = make_image_sets(images, val=0.1, test=0.1, seed=0)
     every = _classes_in(list(images), images)
     assert _classes_in(s["trainval"], images) == every
     assert _classes_in(s["val"], images) == every - {"only"}
@@ -72,20 +72,20 @@ def test_every_class_with_two_images_is_in_val_and_stays_in_training() -> None:
 
 def test_splits_disjoint_sorted_complete_and_deterministic() -> None:
     images = _random_images(np.random.default_rng(1), 120, 6, 0.3)
-    s = make_splits(images, val=0.15, test=0.05, seed=7)
+    s = make_image_sets(images, val=0.15, test=0.05, seed=7)
     assert list(s) == ["trainval", "val", "test"]
     all_ids = s["trainval"] + s["val"] + s["test"]
     assert sorted(all_ids) == sorted(images) and len(set(all_ids)) == len(all_ids)
     assert all(v == sorted(v) for v in s.values())
     assert (len(s["val"]), len(s["test"])) == (18, 6)
-    assert make_splits(dict(reversed(list(images.items()))), val=0.15, test=0.05, seed=7) == s
-    assert make_splits(images, val=0.15, test=0.05, seed=8) != s
+    assert make_image_sets(dict(reversed(list(images.items()))), val=0.15, test=0.05, seed=7) == s
+    assert make_image_sets(images, val=0.15, test=0.05, seed=8) != s
 
 
 def test_coverage_beats_the_fraction_when_needed() -> None:
     # 10 classes, each in exactly 2 images of its own: val at 5% (1 image) cannot cover them all.
     images = {f"{c}_{k}": Counter({c: 1}) for c in "abcdefghij" for k in range(2)}
-    s = make_splits(images, val=0.05, seed=0)
+    s = make_image_sets(images, val=0.05, seed=0)
     assert len(s["val"]) == 10 and _classes_in(s["val"], images) == set("abcdefghij")
     assert _classes_in(s["trainval"], images) == set("abcdefghij") and s["test"] == []
 
@@ -109,7 +109,7 @@ def test_greedy_coverage_matches_brute_force(trial: int) -> None:
             rest = [i for i in ids if i not in subset]
             if _classes_in(rest, images) == every:
                 best = max(best, len(_classes_in(list(subset), images)))
-    s = make_splits(images, val=0.1, seed=trial)
+    s = make_image_sets(images, val=0.1, seed=trial)
     # When no image can leave training safely, the fill still takes one (the size holds): count
     # only the classes val shares with training.
     assert len(_classes_in(s["val"], images) & _classes_in(s["trainval"], images)) == best
@@ -125,7 +125,7 @@ def test_greedy_coverage_matches_brute_force(trial: int) -> None:
 ])
 def test_bad_fractions_raise(val: float, test: float, n: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        make_splits({f"i{k}": Counter() for k in range(n)}, val=val, test=test)
+        make_image_sets({f"i{k}": Counter() for k in range(n)}, val=val, test=test)
 
 
 # ------------------------------------------------------------------------------ files, table
@@ -134,7 +134,7 @@ def test_written_files_are_read_by_the_dataset(tmp_path: Path) -> None:
 
     _make_dataset(tmp_path, {f"img{k:02d}": [("ship" if k % 3 else "plane", 0)] for k in range(20)})
     (tmp_path / "images" / "background.png").write_bytes(b"x")  # no label file: a background image
-    result = split_dataset(tmp_path, val=0.2, test=0.0, seed=3, classes=["plane", "ship"])
+    result = make_image_set_files(tmp_path, val=0.2, test=0.0, seed=3, classes=["plane", "ship"])
     for name, ids in result.splits.items():
         assert read_split_file(tmp_path / f"{name}.txt") == ids
     assert (tmp_path / "test.txt").read_text() == ""  # written empty: no stale test split
@@ -146,7 +146,7 @@ def test_written_files_are_read_by_the_dataset(tmp_path: Path) -> None:
 
 def test_table_counts_by_hand() -> None:
     images = {"a": Counter({"ship": 2}), "b": Counter({"ship": 1, "plane": 1}), "c": Counter()}
-    table = format_split_table(images, {"trainval": ["a", "c"], "val": ["b"], "test": []}, ["plane", "ship"])
+    table = format_image_set_table(images, {"trainval": ["a", "c"], "val": ["b"], "test": []}, ["plane", "ship"])
     rows = {line.split()[0]: line.split() for line in table.splitlines()[3:] if "|" in line}
     assert rows["plane"] == ["plane", "0", "1", "0", "|", "0", "1", "0"]
     assert rows["ship"] == ["ship", "1", "1", "0", "|", "2", "1", "0"]
@@ -156,10 +156,10 @@ def test_table_counts_by_hand() -> None:
 def test_real_ssdd_split(shared_data: Path, tmp_path: Path) -> None:
     counts = image_class_counts(shared_data / "ssdd_rbox_train")
     assert len(counts) == 928 and sum(c["ship"] for c in counts.values()) == 2017
-    s = make_splits(counts, val=0.1, test=0.1, seed=0)
+    s = make_image_sets(counts, val=0.1, test=0.1, seed=0)
     assert [len(s[k]) for k in ("trainval", "val", "test")] == [742, 93, 93]
-    assert make_splits(counts, val=0.1, test=0.1, seed=0) == s
-    write_splits(tmp_path, s)
+    assert make_image_sets(counts, val=0.1, test=0.1, seed=0) == s
+    write_image_set_files(tmp_path, s)
     assert (tmp_path / "val.txt").read_text().splitlines() == s["val"]
 
 
@@ -175,3 +175,48 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert any(v in {"i0", "i1", "i2", "i3"} for v in val)  # "bus" covered
     assert tool.main(["--data", str(tmp_path), "--val", "1.5"]) == 2
     assert tool.main(["--data", str(tmp_path / "none")]) == 2
+
+
+def test_split_files_written_outside_a_read_only_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    from bbavectors.data.dataset import DotaDataset
+
+    tool = _load_tool("make_splits")
+    data = tmp_path / "ro"
+    _make_dataset(data, {f"i{k}": [("car", 0)] for k in range(6)})
+    modes = {p: p.stat().st_mode for p in [data, *data.rglob("*")]}
+    for p in modes:
+        p.chmod(stat.S_IMODE(modes[p]) & ~0o222)
+    if os.access(data, os.W_OK):  # root writes anyway: make writes into the data set fail as they would
+        real_write_text = Path.write_text
+
+        def read_only(self: Path, *args: object, **kwargs: object) -> int:
+            if data in self.parents:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_write_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Path, "write_text", read_only)
+    before = sorted(p.name for p in data.rglob("*"))
+    try:
+        assert tool.main(["--data", str(data), "--val", "0.2"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: cannot write the split files") and "--out" in err
+        assert tool.main(["--data", str(data), "--val", "0.2", "--out", str(tmp_path / "sets")]) == 0
+        assert f"in {tmp_path / 'sets'}" in capsys.readouterr().out
+        assert sorted(p.name for p in (tmp_path / "sets").iterdir()) == ["test.txt", "trainval.txt", "val.txt"]
+        assert sorted(p.name for p in data.rglob("*")) == before
+        val = DotaDataset(data, tmp_path / "sets" / "val.txt", ["car"], input_size=32)
+        assert len(val) == 1
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+
+
+def test_regression_no_name_is_exported_by_both_split_modules() -> None:
+    """DOTA_devkit.split (patches) and the split-file module both exported ``split_dataset``."""
+    from DOTA_devkit import image_sets, split
+
+    assert not set(image_sets.__all__) & set(split.__all__)
