@@ -112,8 +112,9 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     a = make_synthetic_dataset(tmp_path / "a", 5, seed=3, **kwargs)  # type: ignore[arg-type]
     b = make_synthetic_dataset(tmp_path / "b", 5, seed=3, **kwargs)  # type: ignore[arg-type]
     c = make_synthetic_dataset(tmp_path / "c", 5, seed=4, **kwargs)  # type: ignore[arg-type]
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != MARKER_NAME)
     assert len(files) == 5 * 2 + 4
+    assert (a / MARKER_NAME).read_bytes() == (b / MARKER_NAME).read_bytes()  # the parameters, recorded
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     differs = [rel for rel in files if rel.parts[0] in ("images", "labelTxt")
@@ -232,3 +233,37 @@ def test_make_synthetic_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "wrote 3 images" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         make_synthetic_tool.main([])
+
+
+def test_regression_make_synthetic_refuses_to_overwrite_other_data(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--out DIR overwrote an existing data set's classes.txt and split files without a word."""
+    tool = load_tool()
+    args = ["--images", "2", "--seed", "2", "--size", "48", "--objects", "1", "2", "--object-size", "8", "16"]
+    mine = tmp_path / "mine"
+    (mine / "labelTxt").mkdir(parents=True)
+    (mine / "classes.txt").write_text("tree\n")
+    (mine / "val.txt").write_text("a\n")
+    assert tool.main(["--out", str(mine), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a synthetic set" in err and str(mine) in err
+    assert (mine / "classes.txt").read_text() == "tree\n" and (mine / "val.txt").read_text() == "a\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["classes.txt", "labelTxt", "val.txt"]
+
+    syn = tmp_path / "syn"
+    assert tool.main(["--out", str(syn), *args]) == 0
+    marker = json.loads((syn / MARKER_NAME).read_text())
+    assert marker["num_images"] == 2 and marker["seed"] == 2 and marker["params"]["image_size"] == 48
+    first = {p.name: p.read_bytes() for p in (syn / "images").iterdir()}
+    assert tool.main(["--out", str(syn), *args]) == 0  # the same set again: allowed, same bytes
+    assert {p.name: p.read_bytes() for p in (syn / "images").iterdir()} == first
+    capsys.readouterr()
+    assert tool.main(["--out", str(syn), *args[:3], "3", *args[4:]]) == 2  # another seed
+    assert "seed differ" in capsys.readouterr().err
+    assert tool.main(["--out", str(syn), *args[:5], "64", *args[6:]]) == 2  # another image size
+    assert "params.image_size" in capsys.readouterr().err
+    assert json.loads((syn / MARKER_NAME).read_text()) == marker
+    default = ensure_dataset(tmp_path / "cache", 3, 0, SMALL)  # the cached-set path keeps working
+    assert ensure_dataset(default, 3, 0, SMALL) == default
+    with pytest.raises(FileExistsError, match="other parameters"):
+        make_synthetic_dataset(default, 3, 1, image_size=48, params=SMALL, progress=False)

@@ -4,12 +4,16 @@ Examples::
 
     python tools/make_synthetic.py --out datasets/syn_hard --images 500 --seed 1 --size 608
     python tools/make_synthetic.py --default          # the cached default set used by tools/train.py
+
+--out must be a new or empty folder, or a set written by this tool with the same parameters
+(recorded in OUT/.bbav_synthetic.json): anything else is refused (exit 2), never overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from bbavectors.data.synthetic import SyntheticParams, ensure_default_dataset, make_synthetic_dataset
 
@@ -17,7 +21,7 @@ from bbavectors.data.synthetic import SyntheticParams, ensure_default_dataset, m
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = SyntheticParams()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", help="output folder (created)")
+    p.add_argument("--out", help="output folder (created; an existing one must be empty or the same set)")
     p.add_argument("--images", type=int, default=100, help="number of images (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same files)")
     p.add_argument("--size", type=int, default=defaults.image_size, help="image side in pixels")
@@ -41,15 +45,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    if args.default:
-        print(ensure_default_dataset(args.out))
-        return 0
-    params = SyntheticParams(
-        image_size=args.size, num_objects=tuple(args.objects), size_range=tuple(args.object_size),
-        difficult_fraction=args.difficult, texture=args.texture,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-    )
-    out = make_synthetic_dataset(args.out, args.images, args.seed, args.size, params)
+    try:
+        if args.default:
+            print(ensure_default_dataset(args.out))
+            return 0
+        params = SyntheticParams(
+            image_size=args.size, num_objects=tuple(args.objects), size_range=tuple(args.object_size),
+            difficult_fraction=args.difficult, texture=args.texture,
+            val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+        )
+        out = make_synthetic_dataset(args.out, args.images, args.seed, args.size, params)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {args.images} images to {out}")
     return 0
 

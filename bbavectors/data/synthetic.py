@@ -436,8 +436,13 @@ def make_synthetic_dataset(
 ) -> Path:
     """Write a synthetic DOTA-format data set (layout in the module docstring).
 
+    The set records its parameters in ``out_dir/.bbav_synthetic.json`` (:data:`MARKER_NAME`), so that
+    a folder is only ever rewritten by the same generation: a non-empty ``out_dir`` that is not a
+    synthetic set of the same generator version, image count, seed and parameters (someone's data,
+    or another synthetic set) is refused with :class:`FileExistsError` and left untouched.
+
     Args:
-        out_dir: created if needed; existing files of the same names are replaced.
+        out_dir: created if needed; an empty folder, or the same set (rewritten identically).
         num_images: images in total (split into trainval / val / test).
         seed: non-negative; the same seed and parameters give identical files.
         image_size: square image side (overrides ``params.image_size``).
@@ -446,6 +451,8 @@ def make_synthetic_dataset(
         progress: show a tqdm bar.
     Returns:
         ``out_dir`` as a Path.
+    Raises:
+        FileExistsError: ``out_dir`` holds other files (above); the message names the folder.
     """
     if num_images <= 0:
         raise ValueError(f"num_images must be positive, got {num_images}")
@@ -453,6 +460,8 @@ def make_synthetic_dataset(
         raise ValueError(f"seed must be >= 0, got {seed}")
     params = dataclasses.replace(params or SyntheticParams(), image_size=image_size, **overrides)
     out = Path(out_dir)
+    wanted = _marker(num_images, seed, params)
+    _refuse_foreign_folder(out, wanted)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labelTxt").mkdir(parents=True, exist_ok=True)
     ids = [f"syn{i:05d}" for i in range(num_images)]
@@ -464,7 +473,26 @@ def make_synthetic_dataset(
     for name, members in _split_ids(ids, seed, params).items():
         _write_lines(out / f"{name}.txt", members)
     write_class_file(out / "classes.txt", list(SYNTHETIC))
+    _write_lines(out / MARKER_NAME, [json.dumps(wanted, indent=1)])
     return out
+
+
+def _refuse_foreign_folder(out: Path, wanted: dict[str, Any]) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    found = _read_marker(out)
+    if found is None:
+        raise FileExistsError(f"{out} is not empty and is not a synthetic set (no {MARKER_NAME}); "
+                              "refusing to overwrite it: choose an empty or new folder")
+    if found != wanted:
+        changed = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+        if "params" in changed:
+            fp, wp = found.get("params") or {}, wanted["params"]
+            changed += sorted(f"params.{k}" for k in wp if fp.get(k) != wp[k])
+        raise FileExistsError(f"{out} holds a synthetic set of other parameters ({', '.join(changed)} "
+                              "differ); refusing to overwrite it: choose an empty or new folder")
 
 
 # ------------------------------------------------------------------------------- default data set
