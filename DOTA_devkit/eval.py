@@ -38,6 +38,7 @@ degenerate polygons (area < 1 px^2) that DOTA would keep as unmatchable objects.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -63,6 +64,8 @@ __all__ = [
     "Task1Result",
     "voc_ap",
     "evaluate_task1",
+    "check_iou_thresh",
+    "suggest_classes",
     "read_imageset",
     "load_ground_truth",
     "evaluate_task1_dirs",
@@ -345,10 +348,13 @@ def evaluate_task1(
     Raises:
         ValueError: detections on images outside the image set (without ``ignore_unknown_images``).
     """
+    check_iou_thresh(iou_thresh)
     classes = tuple(classes)
     extra = sorted(set(detections) - set(classes))
     if extra:
-        logger.warning("detections of classes outside the class list ignored: %s", ", ".join(extra))
+        logger.warning("detections of classes outside the class list ignored: %s%s", ", ".join(extra),
+                       suggest_classes(extra, classes))
+    _warn_unknown_gt_classes(ground_truth, classes)
     gt = _gather_ground_truth(ground_truth, classes)
     image_index = {name: i for i, name in enumerate(ground_truth)}
     ignored = 0
@@ -392,6 +398,50 @@ def evaluate_task1(
         tp, fp = _tp_fp(ovmax, jmax, gt.difficult, iou_thresh)
         results[name] = _class_result(tp, fp, int(gt.npos[c]), int(gt.ndiff[c]))
     return Task1Result(classes, results, iou_thresh, len(ground_truth), ignored)
+
+
+def check_iou_thresh(iou_thresh: float) -> None:
+    """Raise ``ValueError`` unless ``0 < iou_thresh < 1`` (NaN fails: every match would be refused)."""
+    if not 0.0 < iou_thresh < 1.0:  # also False for NaN
+        raise ValueError(f"IoU threshold must be in (0, 1), got {iou_thresh}")
+
+
+def suggest_classes(unknown: Sequence[str], classes: Sequence[str]) -> str:
+    """`` (did you mean 'plane' for 'Plane'?)`` for names that differ from a class of ``classes``
+    only in case, ``-``/``_``/space, or a few letters; empty when none is close."""
+    def key(name: str) -> str:
+        return name.lower().replace("_", "-").replace(" ", "-")
+
+    by_key = {key(c): c for c in classes}
+    hints = []
+    for name in unknown:
+        match = by_key.get(key(name))
+        if match is None:
+            close = difflib.get_close_matches(key(name), list(by_key), n=1, cutoff=0.8)
+            match = by_key[close[0]] if close else None
+        if match is not None:
+            hints.append(f"{match!r} for {name!r}")
+    return f" (did you mean {', '.join(hints[:5])}?)" if hints else ""
+
+
+def _warn_unknown_gt_classes(ground_truth: Mapping[str, LabelFile], classes: Sequence[str]) -> None:
+    found: dict[str, int] = {}
+    for lf in ground_truth.values():
+        for o in lf.objects:
+            found[o.class_name] = found.get(o.class_name, 0) + 1
+    known = set(classes)
+    unknown = sorted(c for c in found if c not in known)
+    if not unknown:
+        return
+    n_unknown = sum(found[c] for c in unknown)
+    hint = suggest_classes(unknown, classes)
+    if n_unknown == sum(found.values()):
+        logger.warning("none of the %d ground-truth object(s) has a class of the class list (%d classes, "
+                       "e.g. %s): every AP will be 0; found %s%s", n_unknown, len(classes),
+                       ", ".join(classes[:3]), ", ".join(unknown[:10]), hint)
+    else:
+        logger.warning("%d ground-truth object(s) of classes outside the class list ignored: %s%s",
+                       n_unknown, ", ".join(unknown[:10]), hint)
 
 
 # ----------------------------------------------------------------------------------- files
@@ -476,10 +526,22 @@ def evaluate_task1_dirs(
     Args:
         imageset: file of image ids; default: every label file of ``label_dir``.
         timings: filled with the time of each stage when given.
+    Raises:
+        ValueError: ``iou_thresh`` outside (0, 1); detections on unknown images (see
+            :func:`evaluate_task1`).
+        FileNotFoundError: missing folders; no ``Task1_<class>.txt`` file of the class list in
+            ``det_dir`` (a wrong folder would otherwise score 0 without a word).
     """
+    check_iou_thresh(iou_thresh)
     t0 = time.perf_counter()
     det_report = Task1ReadReport()
     dets = read_task1_dir(det_dir, classes, report=det_report)
+    if det_report.files == 0:
+        present = sorted(p.name[len("Task1_"):-len(".txt")] for p in Path(det_dir).glob("Task1_*.txt"))
+        if not present:
+            raise FileNotFoundError(f"{det_dir}: no Task1_<class>.txt files")
+        raise FileNotFoundError(f"{det_dir}: no Task1 file of a class of the class list (found "
+                                f"{', '.join(present[:5])}){suggest_classes(present, classes)}")
     t1 = time.perf_counter()
     ids = read_imageset(imageset) if imageset is not None else None
     label_report = LabelReport()

@@ -385,13 +385,13 @@ def _parse_clean_file(
     except ValueError:
         return None
     names = [r[8] for r in rows]
+    if not np.isfinite(coords).all() or (np.abs(coords) > MAX_ABS_COORDINATE).any():
+        return None
     x, y = coords[:, 0::2], coords[:, 1::2]
     xn, yn = x[:, [1, 2, 3, 0]], y[:, [1, 2, 3, 0]]
     area = 0.5 * np.abs((x * yn - xn * y).sum(axis=1))
     if (
-        not np.isfinite(coords).all()
-        or (np.abs(coords) > MAX_ABS_COORDINATE).any()
-        or _self_intersecting_rows(coords).any()
+        _self_intersecting_rows(coords).any()
         or (area < MIN_POLYGON_AREA).any()
         or not ((difficult >= 0) & (difficult <= 2)).all()
         or (classes is not None and not set(names) <= set(classes))

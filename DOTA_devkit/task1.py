@@ -6,8 +6,10 @@
 
 Reading keeps the file order of the lines: DOTA's evaluator sorts detections with a non-stable
 sort, so the order of equal scores is part of the result. Bad lines (wrong number of fields,
-non-numeric or non-finite numbers) are reported with file and line, logged and skipped; with
-``strict=True`` the first one raises :class:`Task1FormatError`. Writing is atomic and keeps every
+non-numeric or non-finite numbers, bytes that are not UTF-8) are reported with file and line,
+logged and skipped; with ``strict=True`` the first one raises :class:`Task1FormatError`. A score
+outside ``[0, 1]`` is kept (evaluation only uses the order of the scores) but reported with file
+and line in :attr:`Task1ReadReport.warnings`: it usually means swapped columns or logits. Writing is atomic and keeps every
 float exactly (shortest round-trip representation), so that evaluating written files gives the
 same numbers as evaluating the detections in memory.
 """
@@ -69,9 +71,13 @@ class Task1ReadReport:
     files: int = 0
     detections: int = 0
     issues: list[Task1Issue] = field(default_factory=list)
+    #: Lines kept but suspicious (a score outside [0, 1]).
+    warnings: list[Task1Issue] = field(default_factory=list)
 
     def summary(self) -> str:
         s = f"{self.files} Task1 file(s), {self.detections} detection(s)"
+        if self.warnings:
+            s += f" ({len(self.warnings)} with a score outside [0, 1], kept)"
         if self.issues:
             s += f", {len(self.issues)} bad line(s) skipped"
         return s
@@ -213,7 +219,31 @@ def parse_task1_text(
     if dets is None:
         dets = _parse_slow(text.splitlines(), path, strict, report)
     report.detections += len(dets)
+    _report_scores_out_of_range(text, dets, path, report)
     return dets
+
+
+def _report_scores_out_of_range(text: str, dets: ClassDetections, path: str, report: Task1ReadReport) -> None:
+    bad = np.flatnonzero((dets.scores < 0) | (dets.scores > 1))
+    if not len(bad):
+        return
+    # Detections come from the lines that parse, in order: find their line numbers.
+    kept_lines = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        parts = raw.split()
+        if len(parts) == 10:
+            try:
+                if all(math.isfinite(float(v)) for v in parts[1:]):
+                    kept_lines.append(lineno)
+            except ValueError:
+                pass
+    for k in bad.tolist():
+        line = kept_lines[k] if k < len(kept_lines) else 0
+        warning = Task1Issue(path, line, f"score {dets.scores[k]:g} outside [0, 1] (kept; only the order "
+                                         "of scores matters, but check the column order)")
+        report.warnings.append(warning)
+        if len(report.warnings) <= 20:
+            logger.warning("%s", warning)
 
 
 def read_task1_file(
@@ -221,8 +251,27 @@ def read_task1_file(
 ) -> ClassDetections:
     """Read one ``Task1_<class>.txt`` file."""
     path = Path(path)
-    with open(path, encoding="utf-8-sig") as f:
-        return parse_task1_text(f.read(), str(path), strict, report)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        report = report if report is not None else Task1ReadReport()
+        text = _decode_lines(data, str(path), strict, report)
+    return parse_task1_text(text, str(path), strict, report)
+
+
+def _decode_lines(data: bytes, path: str, strict: bool, report: Task1ReadReport) -> str:
+    """The text of a file that is not UTF-8 throughout: bad lines reported and left blank (so the
+    others keep their line numbers)."""
+    lines = []
+    for lineno, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            _issue(report, strict, path, lineno,
+                   f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the file as UTF-8")
+            lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def read_task1_dir(

@@ -311,3 +311,71 @@ def test_cli(tmp_path: Path) -> None:
     bad = subprocess.run(cmd[:3] + [str(tmp_path / "missing")] + cmd[4:], capture_output=True, text=True,
                          check=False)
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+# ----------------------------------------------------------------------------------- issue 10 §1, §4
+def test_regression_absurd_ground_truth_coordinates_do_not_change_ap(tmp_path: Path) -> None:
+    """A 1e200 line made the area NaN and passed the area test: a perfect detection scored 27, not 100."""
+    (tmp_path / "labelTxt").mkdir()
+    (tmp_path / "labelTxt" / "I1.txt").write_text(
+        "0 0 10 0 10 10 0 10 plane 0\n1e200 0 1e200 1 0 1 0 0 plane 0\n"
+        "20 20 30 20 30 30 20 30 plane 0\n5e199 5e199 1e200 5e199 1e200 1e200 5e199 1e200 plane 0\n")
+    write_task1_dir(tmp_path / "dets", {"plane": dets(("I1", 0.9, box(0, 0, 10, 10)),
+                                                      ("I1", 0.8, box(20, 20, 30, 30)))}, ["plane"])
+    res = evaluate_task1_dirs(tmp_path / "dets", tmp_path / "labelTxt", ["plane"])
+    assert res.per_class["plane"].num_gt == 2
+    assert res.per_class["plane"].ap07 == pytest.approx(1.0, abs=1e-15)
+
+
+def test_iou_threshold_must_be_in_the_open_unit_interval(tmp_path: Path) -> None:
+    gt = {"I1": labels((box(0, 0, 10, 10), "plane", 0))}
+    for bad in (0.0, 1.0, -0.5, 1.5, math.nan):
+        with pytest.raises(ValueError, match="IoU threshold must be in"):
+            evaluate_task1({}, gt, CLASSES, iou_thresh=bad)
+    write_case(tmp_path, {"plane": dets(("I1", 0.9, box(0, 0, 10, 10)))}, gt, CLASSES)
+    with pytest.raises(ValueError, match="IoU threshold"):
+        evaluate_task1_dirs(tmp_path / "dets", tmp_path / "labelTxt", CLASSES, iou_thresh=math.nan)
+
+
+def test_folder_without_task1_files_is_an_error(tmp_path: Path) -> None:
+    gt = {"I1": labels((box(0, 0, 10, 10), "plane", 0))}
+    write_case(tmp_path, {}, gt, CLASSES)
+    for p in (tmp_path / "dets").iterdir():
+        p.unlink()
+    with pytest.raises(FileNotFoundError, match="no Task1_<class>.txt files"):
+        evaluate_task1_dirs(tmp_path / "dets", tmp_path / "labelTxt", CLASSES)
+    (tmp_path / "dets" / "Task1_Plane.txt").write_text("I1 0.9 0 0 10 0 10 10 0 10\n")
+    with pytest.raises(FileNotFoundError, match="did you mean 'plane' for 'Plane'"):
+        evaluate_task1_dirs(tmp_path / "dets", tmp_path / "labelTxt", CLASSES)
+
+
+def test_regression_ground_truth_classes_outside_the_list_warn_with_the_close_match(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """'Plane' ground truth against a 'plane' class list gave mAP 0 without a word."""
+    gt = {"I1": labels((box(0, 0, 10, 10), "Plane", 0), (box(20, 20, 30, 30), "Small_Vehicle", 0))}
+    with caplog.at_level("WARNING"):
+        res = evaluate_task1({"plane": dets(("I1", 0.9, box(0, 0, 10, 10)))}, gt,
+                             ("plane", "small-vehicle", "ship"))
+    assert res.map07 == 0.0
+    assert "none of the 2 ground-truth object(s) has a class of the class list" in caplog.text
+    assert "did you mean 'plane' for 'Plane', 'small-vehicle' for 'Small_Vehicle'?" in caplog.text
+    caplog.clear()
+    gt["I1"].objects.append(DotaObject(np.array(box(40, 40, 50, 50), dtype=np.float64), "ship", 0))
+    with caplog.at_level("WARNING"):
+        evaluate_task1({}, gt, ("plane", "small-vehicle", "ship"))
+    assert "2 ground-truth object(s) of classes outside the class list ignored" in caplog.text
+
+
+def test_cli_rejects_bad_thresholds_and_empty_folders(tmp_path: Path) -> None:
+    gt = {"I1": labels((box(0, 0, 10, 10), "plane", 0))}
+    write_case(tmp_path, {"plane": dets(("I1", 0.9, box(0, 0, 10, 10)))}, gt, CLASSES)
+    (tmp_path / "empty").mkdir()
+    base = [sys.executable, str(REPO / "tools" / "eval.py"), "--label-dir", str(tmp_path / "labelTxt"),
+            "--classes", str(tmp_path / "classes.txt")]
+    for extra in (["--det-dir", str(tmp_path / "dets"), "--iou-thresh", "nan"],
+                  ["--det-dir", str(tmp_path / "dets"), "--iou-thresh", "1.5"],
+                  ["--det-dir", str(tmp_path / "empty")]):
+        run = subprocess.run(base + extra, capture_output=True, text=True, check=False)
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        assert run.returncode == 2 and len(errors) == 1 and "Traceback" not in run.stderr
+        assert run.stderr.splitlines()[-1] == errors[0]

@@ -139,3 +139,27 @@ def test_zip_without_class_list_takes_the_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError):
         zip_task1_dir(tmp_path / "empty", tmp_path / "b.zip")
+
+
+def test_regression_scores_outside_the_unit_interval_are_reported_with_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "Task1_plane.txt"
+    path.write_text("P1 0.5 0 0 10 0 10 10 0 10\nP1 1.7 0 0 10 0 10 10 0 10\n\nP2 -3 0 0 10 0 10 10 0 10\n")
+    report = Task1ReadReport()
+    dets = read_task1_file(path, report=report)
+    assert len(dets) == 3 and report.issues == []  # kept: only the order of scores matters
+    assert [(w.line, w.message.split(" (")[0]) for w in report.warnings] == [
+        (2, "score 1.7 outside [0, 1]"), (4, "score -3 outside [0, 1]")]
+    assert str(report.warnings[0]).startswith(f"{path}:2: score 1.7")
+    assert report.summary() == "1 Task1 file(s), 3 detection(s) (2 with a score outside [0, 1], kept)"
+
+
+def test_regression_latin1_task1_line_is_reported_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "Task1_plane.txt"
+    path.write_bytes(b"P1 0.5 0 0 10 0 10 10 0 10\nP\xe9 0.5 0 0 10 0 10 10 0 10\nP2 0.4 0 0 10 0 10 10 0 10\n")
+    report = Task1ReadReport()
+    dets = read_task1_file(path, report=report)
+    assert dets.image_ids == ["P1", "P2"]
+    assert [str(i) for i in report.issues] == [
+        f"{path}:2: not UTF-8 (byte 0xe9 at column 2); save the file as UTF-8"]
+    with pytest.raises(Task1FormatError, match="Task1_plane.txt:2: not UTF-8"):
+        read_task1_file(path, strict=True)

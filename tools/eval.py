@@ -29,7 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--imageset", help="file of image ids to evaluate (default: every label file)")
     p.add_argument("--classes", default="dota1.0",
                    help="class list: dota1.0 (default), dota1.5, dota2.0, or a file with one class per line")
-    p.add_argument("--iou-thresh", type=float, default=0.5, help="a match needs IoU above this (default 0.5)")
+    p.add_argument("--iou-thresh", type=float, default=0.5,
+                   help="a match needs IoU above this, in (0, 1) (default 0.5)")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot-dir", help="write a precision-recall picture per class here (PNG)")
     p.add_argument("--ignore-unknown-images", action="store_true",
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         classes = load_class_list(args.classes)
         result = evaluate_task1_dirs(args.det_dir, args.label_dir, classes, args.imageset, args.iou_thresh,
                                      args.ignore_unknown_images, timings)
-    except (FileNotFoundError, ValueError, LabelError, Task1FormatError) as e:
+    except (OSError, ValueError, LabelError, Task1FormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(result.format_table())

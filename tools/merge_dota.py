@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         write_task1_dir(args.out, merged, names)
         if args.zip:
             zip_task1_dir(args.out, args.zip, names)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"read {report.summary()}")
