@@ -9,7 +9,8 @@ sort, so the order of equal scores is part of the result. Bad lines (wrong numbe
 non-numeric or non-finite numbers, bytes that are not UTF-8) are reported with file and line,
 logged and skipped; with ``strict=True`` the first one raises :class:`Task1FormatError`. A score
 outside ``[0, 1]`` is kept (evaluation only uses the order of the scores) but reported with file
-and line in :attr:`Task1ReadReport.warnings`: it usually means swapped columns or logits. Writing is atomic and keeps every
+and line in :attr:`Task1ReadReport.warnings`: it usually means swapped columns or logits.
+Writing is atomic and keeps every
 float exactly (shortest round-trip representation), so that evaluating written files gives the
 same numbers as evaluating the detections in memory.
 """

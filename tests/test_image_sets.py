@@ -146,7 +146,8 @@ def test_written_files_are_read_by_the_dataset(tmp_path: Path) -> None:
 
 def test_table_counts_by_hand() -> None:
     images = {"a": Counter({"ship": 2}), "b": Counter({"ship": 1, "plane": 1}), "c": Counter()}
-    table = format_image_set_table(images, {"trainval": ["a", "c"], "val": ["b"], "test": []}, ["plane", "ship"])
+    table = format_image_set_table(images, {"trainval": ["a", "c"], "val": ["b"], "test": []},
+                                   ["plane", "ship"])
     rows = {line.split()[0]: line.split() for line in table.splitlines()[3:] if "|" in line}
     assert rows["plane"] == ["plane", "0", "1", "0", "|", "0", "1", "0"]
     assert rows["ship"] == ["ship", "1", "1", "0", "|", "2", "1", "0"]
@@ -206,7 +207,8 @@ def test_split_files_written_outside_a_read_only_data_set(tmp_path: Path, capsys
         assert err.startswith("error: cannot write the split files") and "--out" in err
         assert tool.main(["--data", str(data), "--val", "0.2", "--out", str(tmp_path / "sets")]) == 0
         assert f"in {tmp_path / 'sets'}" in capsys.readouterr().out
-        assert sorted(p.name for p in (tmp_path / "sets").iterdir()) == ["test.txt", "trainval.txt", "val.txt"]
+        written = sorted(p.name for p in (tmp_path / "sets").iterdir())
+        assert written == ["test.txt", "trainval.txt", "val.txt"]
         assert sorted(p.name for p in data.rglob("*")) == before
         val = DotaDataset(data, tmp_path / "sets" / "val.txt", ["car"], input_size=32)
         assert len(val) == 1

@@ -235,8 +235,8 @@ def test_make_synthetic_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         make_synthetic_tool.main([])
 
 
-def test_regression_make_synthetic_refuses_to_overwrite_other_data(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_regression_make_synthetic_refuses_to_overwrite_other_data(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--out DIR overwrote an existing data set's classes.txt and split files without a word."""
     tool = load_tool()
     args = ["--images", "2", "--seed", "2", "--size", "48", "--objects", "1", "2", "--object-size", "8", "16"]

@@ -155,7 +155,9 @@ def test_regression_scores_outside_the_unit_interval_are_reported_with_the_line(
 
 def test_regression_latin1_task1_line_is_reported_not_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "Task1_plane.txt"
-    path.write_bytes(b"P1 0.5 0 0 10 0 10 10 0 10\nP\xe9 0.5 0 0 10 0 10 10 0 10\nP2 0.4 0 0 10 0 10 10 0 10\n")
+    path.write_bytes(b"P1 0.5 0 0 10 0 10 10 0 10\n"
+                     b"P\xe9 0.5 0 0 10 0 10 10 0 10\n"
+                     b"P2 0.4 0 0 10 0 10 10 0 10\n")
     report = Task1ReadReport()
     dets = read_task1_file(path, report=report)
     assert dets.image_ids == ["P1", "P2"]

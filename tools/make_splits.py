@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         classes = load_class_list(args.classes) if args.classes else None
-        result = make_image_set_files(args.data, args.val, args.test, args.seed, classes,
-                                      args.image_dir, args.label_dir, write=not args.dry_run, out_dir=args.out)
+        result = make_image_set_files(args.data, args.val, args.test, args.seed, classes, args.image_dir,
+                                      args.label_dir, write=not args.dry_run, out_dir=args.out)
     except PermissionError as e:
         print(f"error: cannot write the split files ({e}); write them elsewhere with --out DIR",
               file=sys.stderr)

@@ -144,7 +144,7 @@ class DotaDataset(Dataset[dict[str, Any]]):
         self.augment = augment
         self.min_visible = float(min_visible)
         self.max_retries = int(max_retries)
-        self.replace_unreadable = augment is not None if replace_unreadable is None else bool(replace_unreadable)
+        self.replace_unreadable = (augment is not None) if replace_unreadable is None else replace_unreadable
         self.num_replaced = 0
         self.split = split
         self.label_report = LabelReport()
