@@ -298,7 +298,7 @@ def cut_objects(
 
 
 def _count_unplaced(objects: Sequence[DotaObject], placed: set[int], height: int, width: int,
-                    ledger: ObjectLedger) -> None:
+                    ledger: ObjectLedger, scene: str) -> None:
     """Add one rate's objects to ``ledger``: placed, or why not (:class:`ObjectLedger`)."""
     ledger.objects_in += len(objects)
     ledger.in_patches += len(placed)
@@ -312,7 +312,7 @@ def _count_unplaced(objects: Sequence[DotaObject], placed: set[int], height: int
             ledger.tiny += 1
         else:
             ledger.outside_image += 1
-            logger.info("object %d (%s) lies outside the %dx%d image: in no patch", i + 1,
+            logger.info("%s: object %d (%s) lies outside the %dx%d image: in no patch", scene, i + 1,
                         objects[i].class_name, width, height)
 
 
@@ -414,7 +414,7 @@ def split_scene(
             write_image_atomic(out_dir / "images" / f"{name}.png",
                                _crop_padded(scaled, left, up, options.subsize))
             result.patches += 1
-        _count_unplaced(objects, set(sources), h, w, result.ledger)
+        _count_unplaced(objects, set(sources), h, w, result.ledger, str(label_path))
     return result
 
 
