@@ -24,8 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .geometry import obb_to_poly
-from .labels import LabelFile, LabelReport
+from ..geometry import obb_to_poly
+from ..labels import LabelFile, LabelReport
 from .xml_io import (
     FieldError,
     XmlError,

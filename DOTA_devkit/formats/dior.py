@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from .geometry import normalize_corner_order
-from .labels import LabelFile, LabelReport
+from ..geometry import normalize_corner_order
+from ..labels import LabelFile, LabelReport
 from .xml_io import (
     FieldError,
     XmlError,

@@ -1,0 +1,214 @@
+"""What every format converter shares: one image with its labels (:class:`Sample`), the image checks,
+image placement, and the counts of a conversion (:class:`ConversionReport`).
+
+Counting rule (printed at the end of every conversion): every object read from a source is either
+written or reported as skipped, with its file and (where the format has lines) its line::
+
+    objects read = objects written + objects skipped (by kind)
+    files read   = files written   + files skipped (by kind)
+
+An object is skipped on its own (a malformed field, an unknown class, a degenerate polygon, a
+shape the target cannot hold) or with its file (no image, an unreadable image). Problems that do
+not drop anything (an image whose size differs from the size the annotation declares, a polygon
+clipped to the image for YOLO-OBB, a quadrilateral written as its minimum-area rectangle) are
+*notes*: reported with file and object, counted, kept. ``strict=True`` turns the first skip or
+size mismatch into a :class:`~DOTA_devkit.labels.LabelError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..labels import LabelError, LabelFile, LabelIssue, LabelReport
+
+__all__ = [
+    "FILE_KINDS",
+    "IMAGE_MODES",
+    "Sample",
+    "ConversionReport",
+    "image_size",
+    "check_image",
+    "place_image",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Issue kinds that drop a whole file (with its objects); the other kinds drop one object.
+FILE_KINDS: frozenset[str] = frozenset(
+    {"malformed-xml", "malformed-json", "malformed-file", "missing-image", "unreadable-image"}
+)
+
+#: How images reach the output: copied, hard-linked (symlink across file systems), symlinked, not at all.
+IMAGE_MODES: tuple[str, ...] = ("copy", "link", "symlink", "none")
+
+
+@dataclass
+class Sample:
+    """One image and its labels, as read from any format.
+
+    Attributes:
+        image_id: the id used for every output file name (the annotation's stem, usually).
+        labels: the objects kept; ``labels.polygons()`` is ``(N, 8)`` pixels, corners as read.
+        source: the annotation file (named in messages).
+        image: the image file, None when not found.
+        declared_size: ``(width, height)`` the annotation states, None when it states none.
+        size: ``(width, height)`` of the decoded image, set by :func:`check_image`.
+    """
+
+    image_id: str
+    labels: LabelFile
+    source: Path
+    image: Path | None = None
+    declared_size: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None
+
+
+@dataclass
+class ConversionReport:
+    """Counts of one conversion; see the module docstring for the rule they obey."""
+
+    labels: LabelReport = field(default_factory=LabelReport)
+    files_written: int = 0
+    objects_written: int = 0
+    images_written: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)  # read, kept by the reader, not written
+    drop_issues: list[LabelIssue] = field(default_factory=list)  # per-object drops after reading
+    notes: list[LabelIssue] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # image ids written
+    classes: tuple[str, ...] = ()
+    files_read: int = 0
+
+    def file_skips(self) -> Counter[str]:
+        return Counter(i.kind for i in self.labels.issues if i.kind in FILE_KINDS)
+
+    def object_skips(self) -> Counter[str]:
+        """Skipped objects by kind (those skipped with their file count under the file's kind)."""
+        out = Counter(i.kind for i in self.labels.issues if i.kind not in FILE_KINDS)
+        out.update(self.dropped)
+        return out
+
+    def objects_read(self) -> int:
+        """Objects found in the sources: kept by the readers plus skipped by them."""
+        return self.labels.objects + sum(1 for i in self.labels.issues if i.kind not in FILE_KINDS)
+
+    def drop(self, strict: bool, path: str | Path, line: int, kind: str, message: str) -> None:
+        """Record one object that was read but cannot be written (strict raises)."""
+        issue = LabelIssue(str(path), line, kind, message)
+        if strict:
+            raise LabelError(str(issue))
+        self.drop_issues.append(issue)
+        self.dropped[kind] += 1
+        logger.warning("skipped: %s", issue)
+
+    def note(self, strict: bool, path: str | Path, line: int, kind: str, message: str) -> None:
+        """Record a problem that drops nothing (``size-mismatch``, ``clipped`` ...); strict raises
+        for ``size-mismatch``, the one that may mean the labels belong to another image."""
+        issue = LabelIssue(str(path), line, kind, message)
+        if strict and kind == "size-mismatch":
+            raise LabelError(str(issue))
+        self.notes.append(issue)
+        logger.warning("note: %s", issue)
+
+    def balanced(self) -> bool:
+        """True when read == written + skipped holds for objects and files."""
+        files_ok = self.files_read == self.files_written + sum(self.file_skips().values())
+        return files_ok and self.objects_read() == self.objects_written + sum(self.object_skips().values())
+
+    def summary(self) -> str:
+        """Multi-line summary: files and objects read = written + skipped, notes, classes."""
+        fs, os_ = self.file_skips(), self.object_skips()
+        lines = [
+            f"files: {self.files_read} read = {self.files_written} written + {sum(fs.values())} skipped"
+            + (f" ({_kinds(fs)})" if fs else ""),
+            f"objects: {self.objects_read()} read = {self.objects_written} written + {sum(os_.values())} "
+            "skipped" + (f" ({_kinds(os_)})" if os_ else ""),
+            f"images written: {self.images_written}",
+        ]
+        notes = Counter(n.kind for n in self.notes)
+        if notes:
+            lines.append(f"notes (kept, see the warnings above): {_kinds(notes)}")
+        if self.classes:
+            lines.append(f"classes ({len(self.classes)}): {' '.join(self.classes)}")
+        return "\n".join(lines)
+
+
+def _kinds(counts: Counter[str]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+def image_size(path: str | Path) -> tuple[int, int, int] | None:
+    """``(width, height, depth)`` of an image file (fully decoded with OpenCV, so a truncated file
+    is caught); None when unreadable."""
+    import cv2
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        return None
+    depth = 1 if img.ndim == 2 else int(img.shape[2])
+    return int(img.shape[1]), int(img.shape[0]), depth
+
+
+def check_image(sample: Sample, report: ConversionReport, strict: bool) -> bool:
+    """Decode ``sample.image``, set ``sample.size`` and compare it with ``declared_size``.
+
+    Returns:
+        False when the file is skipped (no image, unreadable image: recorded in ``report`` with the
+        file's objects); a size mismatch is a note and the sample is kept.
+    Raises:
+        LabelError: when ``strict`` and the image is missing, unreadable or of another size.
+    """
+    from .xml_io import record_issue
+
+    kind, message = "", ""
+    if sample.image is None:
+        kind, message = "missing-image", f"no image found for {sample.image_id}"
+    else:
+        size = image_size(sample.image)
+        if size is None:
+            kind, message = "unreadable-image", f"cannot decode image {sample.image}"
+        else:
+            sample.size = size[:2]
+    if kind:
+        record_issue(report.labels, strict, sample.source, 0, kind, message)
+        report.dropped[kind] += len(sample.labels.objects)
+        return False
+    if sample.declared_size is not None and sample.size != sample.declared_size:
+        report.note(strict, sample.source, 0, "size-mismatch",
+                    f"annotation declares {sample.declared_size[0]}x{sample.declared_size[1]}, "
+                    f"image {sample.image} is {sample.size[0]}x{sample.size[1]}")
+    return True
+
+
+def place_image(src: Path, dst: Path, mode: str = "copy") -> None:
+    """Put ``src`` at ``dst`` atomically: ``copy``, ``link`` (hard link, symlink across file systems)
+    or ``symlink`` (absolute). Nothing happens when ``dst`` already is ``src``."""
+    if mode not in IMAGE_MODES or mode == "none":
+        raise ValueError(f"image mode {mode!r} is not one of copy, link, symlink")
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        if mode == "link":
+            try:
+                os.link(src, tmp)
+            except OSError:
+                os.symlink(src.resolve(), tmp)
+        elif mode == "symlink":
+            os.symlink(src.resolve(), tmp)
+        else:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            tmp.unlink()
