@@ -5,7 +5,7 @@
 | :mod:`.rolabelimg` | roLabelImg XML | roLabelImg XML |
 | :mod:`.hrsc` | HRSC2016 XML | - |
 | :mod:`.dior` | DIOR-R XML | - |
-| :mod:`.yolo_obb` | Ultralytics YOLO-OBB txt + data.yaml | YOLO-OBB (:func:`.yolo_obb.write_yolo_obb_dataset`) |
+| :mod:`.yolo_obb` | Ultralytics YOLO-OBB txt + data.yaml | YOLO-OBB (:func:`.dataset.dota_to_yolo_obb`) |
 | :mod:`.labelme` | LabelMe JSON | - |
 | :mod:`.cvat` | CVAT for images 1.1 XML | CVAT for images 1.1 XML |
 

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 #: Issue kinds that drop a whole file (with its objects); the other kinds drop one object.
 FILE_KINDS: frozenset[str] = frozenset(
-    {"malformed-xml", "malformed-json", "malformed-file", "missing-image", "unreadable-image"}
+    {"malformed-xml", "malformed-json", "malformed-file", "missing-image", "unreadable-image", "duplicate-id"}
 )
 
 #: How images reach the output: copied, hard-linked (symlink across file systems), symlinked, not at all.
@@ -80,6 +80,8 @@ class ConversionReport:
     images_written: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # read, kept by the reader, not written
     drop_issues: list[LabelIssue] = field(default_factory=list)  # per-object drops after reading
+    unparsed: Counter[str] = field(default_factory=Counter)  # objects of files that could not be read
+    images_without_labels: list[str] = field(default_factory=list)
     notes: list[LabelIssue] = field(default_factory=list)
     written: list[str] = field(default_factory=list)  # image ids written
     classes: tuple[str, ...] = ()
@@ -92,11 +94,13 @@ class ConversionReport:
         """Skipped objects by kind (those skipped with their file count under the file's kind)."""
         out = Counter(i.kind for i in self.labels.issues if i.kind not in FILE_KINDS)
         out.update(self.dropped)
+        out.update(self.unparsed)
         return out
 
     def objects_read(self) -> int:
         """Objects found in the sources: kept by the readers plus skipped by them."""
-        return self.labels.objects + sum(1 for i in self.labels.issues if i.kind not in FILE_KINDS)
+        skipped_by_readers = sum(1 for i in self.labels.issues if i.kind not in FILE_KINDS)
+        return self.labels.objects + skipped_by_readers + sum(self.unparsed.values())
 
     def drop(self, strict: bool, path: str | Path, line: int, kind: str, message: str) -> None:
         """Record one object that was read but cannot be written (strict raises)."""
@@ -131,6 +135,8 @@ class ConversionReport:
             "skipped" + (f" ({_kinds(os_)})" if os_ else ""),
             f"images written: {self.images_written}",
         ]
+        if self.images_without_labels:
+            lines.append(f"images without labels (written as background): {len(self.images_without_labels)}")
         notes = Counter(n.kind for n in self.notes)
         if notes:
             lines.append(f"notes (kept, see the warnings above): {_kinds(notes)}")
@@ -171,22 +177,24 @@ def check_image(sample: Sample, report: ConversionReport, strict: bool) -> bool:
     from .xml_io import record_issue
 
     kind, message = "", ""
+    size = sample.size
     if sample.image is None:
         kind, message = "missing-image", f"no image found for {sample.image_id}"
-    else:
-        size = image_size(sample.image)
-        if size is None:
+    elif size is None:
+        decoded = image_size(sample.image)
+        if decoded is None:
             kind, message = "unreadable-image", f"cannot decode image {sample.image}"
         else:
-            sample.size = size[:2]
-    if kind:
+            size = sample.size = decoded[:2]
+    if kind or size is None:
         record_issue(report.labels, strict, sample.source, 0, kind, message)
         report.dropped[kind] += len(sample.labels.objects)
         return False
-    if sample.declared_size is not None and sample.size != sample.declared_size:
+    declared = sample.declared_size
+    if declared is not None and size != declared:
         report.note(strict, sample.source, 0, "size-mismatch",
-                    f"annotation declares {sample.declared_size[0]}x{sample.declared_size[1]}, "
-                    f"image {sample.image} is {sample.size[0]}x{sample.size[1]}")
+                    f"annotation declares {declared[0]}x{declared[1]}, "
+                    f"image {sample.image} is {size[0]}x{size[1]}")
     return True
 
 

@@ -15,7 +15,9 @@ The corners are read in that order (left-top, right-top, right-bottom, left-bott
 they turn counter-clockwise on screen, put in clockwise order keeping the first corner
 (:func:`~DOTA_devkit.geometry.normalize_corner_order`). A plain ``<bndbox>`` (DIOR's horizontal
 boxes) is read as TL, TR, BR, BL. Class names are kept as written (``golffield``,
-``Expressway-Service-area`` ...). Bad objects are recorded, logged, skipped and counted
+``Expressway-Service-area`` ...); with a class list (:data:`DIOR_R_CLASSES`, DIOR's 20 classes as its
+files spell them) names are matched without regard to case and written as the list spells them
+(some re-distributions lower-case them). Bad objects are recorded, logged, skipped and counted
 (``strict=True`` raises).
 """
 
@@ -43,7 +45,14 @@ from .xml_io import (
     record_issue,
 )
 
-__all__ = ["DIOR_CORNER_TAGS", "read_dior_xml", "read_dior_image_size"]
+__all__ = ["DIOR_CORNER_TAGS", "DIOR_R_CLASSES", "read_dior_xml", "read_dior_image_size"]
+
+#: DIOR's 20 classes, in its paper's order, spelled as its annotation files spell them.
+DIOR_R_CLASSES: tuple[str, ...] = (
+    "airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "dam",
+    "Expressway-Service-area", "Expressway-toll-station", "golffield", "groundtrackfield", "harbor",
+    "overpass", "ship", "stadium", "storagetank", "tenniscourt", "trainstation", "vehicle", "windmill",
+)
 
 #: The corner tags in polygon order.
 DIOR_CORNER_TAGS: tuple[str, ...] = (
@@ -76,7 +85,8 @@ def read_dior_xml(
 
     Args:
         path: the XML file.
-        classes: when given, other names are reported as ``unknown-class`` and skipped.
+        classes: when given, names are matched to it ignoring case (and spelled as in it); others
+            are reported as ``unknown-class`` and skipped.
         strict: raise :class:`~DOTA_devkit.labels.LabelError` on the first bad object.
         report: accumulates counts and issues (created when None).
     Returns:
@@ -91,6 +101,7 @@ def read_dior_xml(
     report.files += 1
     out = LabelFile()
     known = set(classes) if classes is not None else None
+    spelling = {c.lower(): c for c in classes} if classes is not None else {}
     for index, obj in enumerate(root.findall("object"), 1):
         line = element_line(obj)
         try:
@@ -99,6 +110,7 @@ def read_dior_xml(
                 raise FieldError("missing-field", "<name> missing or empty")
             if any(c.isspace() for c in name):
                 raise FieldError("bad-class-name", f"class name {name!r} contains whitespace")
+            name = spelling.get(name.lower(), name)
             polygon = _polygon(obj)
             difficult = child_difficult(obj)
         except FieldError as e:

@@ -56,7 +56,15 @@ from tqdm import tqdm
 from ..classes import read_class_file, write_class_file
 from ..geometry import obb_to_poly, poly_area, poly_to_obb
 from ..image_io import IMAGE_EXTENSIONS, index_images
-from ..labels import DotaObject, LabelError, LabelFile, LabelIssue, LabelReport, read_dota_label, write_dota_label
+from ..labels import (
+    DotaObject,
+    LabelError,
+    LabelFile,
+    LabelIssue,
+    LabelReport,
+    read_dota_label,
+    write_dota_label,
+)
 from .common import image_size, place_image
 from .xml_io import (
     FieldError,
@@ -425,7 +433,8 @@ def _image_matches(image: Path, ann: RoLabelImgAnnotation, xml_path: Path, stric
         return False
     if ann.size is not None and size[:2] != ann.size[:2]:
         issue = LabelIssue(str(xml_path), 0, "size-mismatch",
-                           f"<size> says {ann.size[0]}x{ann.size[1]}, image {image.name} is {size[0]}x{size[1]}")
+                           f"<size> says {ann.size[0]}x{ann.size[1]}, "
+                           f"image {image.name} is {size[0]}x{size[1]}")
         if strict:
             raise LabelError(str(issue))
         out.notes.append(issue)
