@@ -20,8 +20,8 @@ import argparse
 import logging
 import sys
 
-from DOTA_devkit.labels import LabelError
 from DOTA_devkit.formats.rolabelimg import convert_dota_to_rolabelimg, convert_rolabelimg_to_dota
+from DOTA_devkit.labels import LabelError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
