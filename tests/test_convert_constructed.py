@@ -76,8 +76,12 @@ def test_yolo_obb_constructed(tmp_path: Path) -> None:
     (src / "labels" / "train").mkdir(parents=True)
     _draw(src / "images" / "train" / "a.png")
     norm = CORNERS / [W, H]
-    (src / "labels" / "train" / "a.txt").write_text("1 " + " ".join(f"{v:.6f}" for v in norm.reshape(-1)) + "\n")
-    (src / "data.yaml").write_text(f"path: {src}\ntrain: images/train\nval: images/train\nnames: [boat, car]\n")
+    (src / "labels" / "train" / "a.txt").write_text(
+        "1 " + " ".join(f"{v:.6f}" for v in norm.reshape(-1)) + "\n"
+    )
+    (src / "data.yaml").write_text(
+        f"path: {src}\ntrain: images/train\nval: images/train\nnames: [boat, car]\n"
+    )
     report = convert_dataset(src, tmp_path / "dota", "yolo-obb", progress=False)
     assert report.objects_written == 1 and report.classes == ("boat", "car") and report.balanced()
     _check_converted(tmp_path / "dota", 1)
@@ -92,15 +96,18 @@ def test_cvat_constructed(tmp_path: Path, shape: str) -> None:
     _draw(src / "images" / "a.png")
     if shape == "box":
         # The unrotated box: centre (100, 60), 80 x 30, turned by rotation="30" (degrees).
-        element = '<box label="car" occluded="0" source="manual" xtl="60" ytl="45" xbr="140" ybr="75" ' \
-                  'rotation="30.00" z_order="0"></box>'
+        element = (
+            '<box label="car" occluded="0" source="manual" xtl="60" ytl="45" xbr="140" ybr="75" '
+            'rotation="30.00" z_order="0"></box>'
+        )
     else:
         pts = ";".join(f"{x:.3f},{y:.3f}" for x, y in CORNERS)
         element = f'<polygon label="car" occluded="0" source="manual" points="{pts}" z_order="0"></polygon>'
     (src / "annotations.xml").write_text(
         '<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><task>'
         "<labels><label><name>car</name></label></labels></task></meta>"
-        f'<image id="0" name="a.png" width="{W}" height="{H}">{element}</image></annotations>')
+        f'<image id="0" name="a.png" width="{W}" height="{H}">{element}</image></annotations>'
+    )
     report = convert_dataset(src, tmp_path / "dota", "cvat", progress=False)
     assert report.objects_written == 1 and report.balanced() and not report.notes
     _check_converted(tmp_path / "dota", 1)
@@ -110,9 +117,24 @@ def test_labelme_constructed(tmp_path: Path) -> None:
     src = tmp_path / "lm"
     src.mkdir()
     _draw(src / "a.png")
-    doc = {"version": "5.4.1", "flags": {}, "imagePath": "a.png", "imageData": None, "imageHeight": H,
-           "imageWidth": W, "shapes": [{"label": "car", "points": CORNERS.tolist(), "group_id": None,
-                                        "description": "", "shape_type": "polygon", "flags": {}}]}
+    doc = {
+        "version": "5.4.1",
+        "flags": {},
+        "imagePath": "a.png",
+        "imageData": None,
+        "imageHeight": H,
+        "imageWidth": W,
+        "shapes": [
+            {
+                "label": "car",
+                "points": CORNERS.tolist(),
+                "group_id": None,
+                "description": "",
+                "shape_type": "polygon",
+                "flags": {},
+            }
+        ],
+    }
     (src / "a.json").write_text(json.dumps(doc))
     report = convert_dataset(src, tmp_path / "dota", "labelme", progress=False)
     assert report.objects_written == 1 and report.balanced() and not report.notes

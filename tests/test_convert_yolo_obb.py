@@ -31,8 +31,11 @@ DOC_LINE = "0 0.780811 0.743961 0.782371 0.74686 0.777691 0.752174 0.776131 0.74
 def test_documented_line_parsed_by_hand() -> None:
     labels = parse_yolo_obb_lines([DOC_LINE], "doc.txt", ["plane"], (1000, 500), report=LabelReport())
     # x * width, y * height: 0.780811 * 1000 = 780.811, 0.743961 * 500 = 371.9805 ...
-    np.testing.assert_allclose(labels.polygons()[0], [780.811, 371.9805, 782.371, 373.43, 777.691, 376.087,
-                                                      776.131, 374.879], atol=1e-9)
+    np.testing.assert_allclose(
+        labels.polygons()[0],
+        [780.811, 371.9805, 782.371, 373.43, 777.691, 376.087, 776.131, 374.879],
+        atol=1e-9,
+    )
     assert labels.class_names() == ["plane"] and labels.difficult().tolist() == [0]
 
 
@@ -91,7 +94,12 @@ def test_dota_to_yolo_layout(shared_data: Path, tmp_path: Path) -> None:
     report = dota_to_yolo_obb(src, out)
     assert report.files_written == 20 and report.balanced()
     data = yaml.safe_load((out / "data.yaml").read_text())
-    assert data == {"path": str(out.resolve()), "train": "trainval.txt", "val": "val.txt", "names": {0: "ship"}}
+    assert data == {
+        "path": str(out.resolve()),
+        "train": "trainval.txt",
+        "val": "val.txt",
+        "names": {0: "ship"},
+    }
     train = (out / "trainval.txt").read_text().split()
     assert len(train) == 15 and all(t.startswith("./images/") and t.endswith(".jpg") for t in train)
     assert len((out / "val.txt").read_text().split()) == 5
@@ -99,8 +107,14 @@ def test_dota_to_yolo_layout(shared_data: Path, tmp_path: Path) -> None:
     assert first.is_symlink() and os.path.samefile(first, src / train[0][2:])
     assert (out / "labels" / f"{first.stem}.txt").is_file()
     copied = tmp_path / "copied"
-    dota_to_yolo_obb(src, copied, image_mode="copy", splits={"holdout": src / "val.txt"},
-                     train_split="trainval", val_split="holdout")
+    dota_to_yolo_obb(
+        src,
+        copied,
+        image_mode="copy",
+        splits={"holdout": src / "val.txt"},
+        train_split="trainval",
+        val_split="holdout",
+    )
     assert not (copied / train[0][2:]).is_symlink()
     assert yaml.safe_load((copied / "data.yaml").read_text())["val"] == "holdout.txt"
     with pytest.raises(ValueError, match="--val-split 'nope': no such split"):
@@ -118,11 +132,18 @@ def test_ultralytics_loader_reads_what_we_write(shared_data: Path, tmp_path: Pat
     dota_to_yolo_obb(src, tmp_path / "yolo")
     data = check_det_dataset(str(tmp_path / "yolo/data.yaml"))
     assert data["nc"] == 1 and Path(data["train"]).name == "trainval.txt"
-    ds = YOLODataset(img_path=data["train"], imgsz=320, augment=False, hyp=get_cfg(overrides={"task": "obb"}),
-                     data=data, task="obb")
+    ds = YOLODataset(
+        img_path=data["train"],
+        imgsz=320,
+        augment=False,
+        hyp=get_cfg(overrides={"task": "obb"}),
+        data=data,
+        task="obb",
+    )
     assert len(ds.labels) == 15
-    expected = sum(len(read_dota_label(src / "labelTxt" / f"{Path(lb['im_file']).stem}.txt").objects)
-                   for lb in ds.labels)
+    expected = sum(
+        len(read_dota_label(src / "labelTxt" / f"{Path(lb['im_file']).stem}.txt").objects) for lb in ds.labels
+    )
     assert sum(len(lb["cls"]) for lb in ds.labels) == expected
     lb = ds.labels[0]
     stem = Path(lb["im_file"]).stem
@@ -135,8 +156,9 @@ def test_ultralytics_loader_reads_what_we_write(shared_data: Path, tmp_path: Pat
 def test_real_round_trip_within_0_01_px(shared_data: Path, tmp_path: Path, dataset: str) -> None:
     src = real_subset(shared_data / dataset, tmp_path / "src", 150)
     there = convert_dataset(src, tmp_path / "yolo", "dota", "yolo-obb", progress=False)
-    back = convert_dataset(tmp_path / "yolo", tmp_path / "back", "yolo-obb", "dota", image_mode="none",
-                           progress=False)
+    back = convert_dataset(
+        tmp_path / "yolo", tmp_path / "back", "yolo-obb", "dota", image_mode="none", progress=False
+    )
     assert there.balanced() and back.balanced() and back.objects_written == there.objects_written
     clipped = {(Path(n.path).stem, int(n.message.split()[1])) for n in there.notes if n.kind == "clipped"}
     worst = 0.0

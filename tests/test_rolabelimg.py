@@ -15,8 +15,6 @@ import pytest
 import shapely
 
 from DOTA_devkit.classes import read_class_file, write_class_file
-from DOTA_devkit.geometry import poly_iou, poly_signed_area
-from DOTA_devkit.labels import DotaObject, LabelError, LabelReport, read_dota_label, write_dota_label
 from DOTA_devkit.formats.rolabelimg import (
     build_rolabelimg_xml,
     convert_dota_to_rolabelimg,
@@ -29,6 +27,8 @@ from DOTA_devkit.formats.rolabelimg import (
     robndbox_to_polygon,
 )
 from DOTA_devkit.formats.xml_io import XmlError, parse_xml_bytes
+from DOTA_devkit.geometry import poly_iou, poly_signed_area
+from DOTA_devkit.labels import DotaObject, LabelError, LabelReport, read_dota_label, write_dota_label
 
 REPO = Path(__file__).resolve().parents[1]
 
