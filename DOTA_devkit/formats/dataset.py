@@ -717,7 +717,7 @@ def convert_dataset(
     """
     if to_format not in WRITE_FORMATS:
         raise ValueError(f"unknown output format {to_format!r}: use one of {', '.join(WRITE_FORMATS)}")
-    if "dota" not in (from_format, to_format):
+    if "dota" not in (from_format, to_format) and from_format != "task1":
         raise ValueError("one side of a conversion must be dota (convert to DOTA first, then from it)")
     if from_format == to_format == "dota":
         raise ValueError("--from dota needs --to another format")
