@@ -633,6 +633,24 @@ def _write_ids(path: Path, ids: Sequence[str]) -> None:
     _write_text(path, "".join(f"{i}\n" for i in ids))
 
 
+def choose_train_val(
+    splits: Mapping[str, object], train_split: str | None, val_split: str | None
+) -> tuple[str | None, str | None]:
+    """The splits YOLO's ``data.yaml`` trains and validates on: as given, else ``trainval`` /
+    ``train`` and ``val`` / ``test`` when present, else None (all images).
+
+    Raises:
+        ValueError: a given split does not exist.
+    """
+    train = train_split or next((s for s in ("trainval", "train") if s in splits), None)
+    val = val_split or next((s for s in ("val", "test") if s in splits), None)
+    for flag, chosen in (("train", train), ("val", val)):
+        if chosen is not None and chosen not in splits:
+            have = ", ".join(splits) or "none"
+            raise ValueError(f"--{flag}-split {chosen!r}: no such split (have: {have})")
+    return train, val
+
+
 def _finish_yolo(
     t: _Target,
     ids: Mapping[str, str],
@@ -643,12 +661,7 @@ def _finish_yolo(
     for split, members in splits.items():
         write_image_list(t.dst / f"{split}.txt", [ids[i] for i in members])
     write_image_list(t.dst / "all.txt", list(ids.values()))
-    train = train_split or next((s for s in ("trainval", "train") if s in splits), None)
-    val = val_split or next((s for s in ("val", "test") if s in splits), None)
-    for flag, chosen in (("train", train), ("val", val)):
-        if chosen is not None and chosen not in splits:
-            have = ", ".join(splits) or "none"
-            raise ValueError(f"--{flag}-split {chosen!r}: no such split (have: {have})")
+    train, val = choose_train_val(splits, train_split, val_split)
     if train is None:
         logger.warning("no train split found: data.yaml trains on all images (all.txt)")
     if val is None:
@@ -744,6 +757,8 @@ def convert_dataset(
     all_splits = dict(data.splits)
     for name, value in (splits or {}).items():
         all_splits[name] = read_split_file(value) if isinstance(value, (str, Path)) else list(value)
+    if to_format == "yolo-obb":
+        choose_train_val(all_splits, train_split, val_split)  # refuse a wrong name before writing
     dst = Path(dst)
     _prepare(to_format, dst, mode)
     target = _Target(dst, tuple(names), mode, report, strict, cvat_shape)
