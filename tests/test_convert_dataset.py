@@ -255,3 +255,23 @@ def test_cli(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "one side of a conversion must be dota" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["--from", "dota", "--src", str(src)])  # neither --dst nor --check
+
+
+def test_split_file_ids_paths_and_dotted_ids(tmp_path: Path) -> None:
+    from DOTA_devkit.formats.dataset import read_split_file
+
+    (tmp_path / "s.txt").write_text("P0001\n# a comment\n./images/P0002.png\nC:\\data\\P0003.jpg\nv1.2\n\n")
+    assert read_split_file(tmp_path / "s.txt") == ["P0001", "P0002", "P0003", "v1.2"]
+
+
+def test_check_lists_yolo_label_files_without_images(tmp_path: Path) -> None:
+    root = tmp_path / "y"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    _blank(root / "images" / "a.png")
+    (root / "labels" / "a.txt").write_text("0 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n")
+    (root / "labels" / "lost.txt").write_text("0 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    c = check_dataset("yolo-obb", root)
+    assert c.images == 1 and c.objects == 1 and c.labels_without_images == ["lost"]
+    assert c.short_side[50] == pytest.approx(36) and c.long_side[50] == pytest.approx(40)

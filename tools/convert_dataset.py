@@ -32,6 +32,7 @@ from DOTA_devkit.formats.check import check_dataset
 from DOTA_devkit.formats.cvat import CVAT_SHAPES
 from DOTA_devkit.formats.dataset import (
     DEFAULT_MIN_SCORE,
+    DEFAULT_WORKERS,
     READ_FORMATS,
     WRITE_FORMATS,
     convert_dataset,
@@ -74,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"task1: detections below it are left out (default {DEFAULT_MIN_SCORE})")
     p.add_argument("--cvat-shape", choices=CVAT_SHAPES, default="polygon",
                    help="cvat output: 4-point polygons (exact, default) or rotated boxes")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"threads decoding images (default {DEFAULT_WORKERS})")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     args = p.parse_args(argv)
     if not args.check and not args.dst:
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             args.src, args.dst, args.from_format, args.to_format, classes=args.classes, image_dir=args.images,
             strict=args.strict, image_mode=_image_mode(args), splits=dict(args.splits),
             train_split=args.train_split, val_split=args.val_split, class_map=args.class_map,
-            min_score=args.min_score, cvat_shape=args.cvat_shape, progress=not args.quiet)
+            min_score=args.min_score, cvat_shape=args.cvat_shape, progress=not args.quiet,
+            workers=args.workers)
     except (LabelError, XmlError, FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

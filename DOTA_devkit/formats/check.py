@@ -180,6 +180,9 @@ def check_dataset(
         out.touching_border += int(_touches_border(poly, size).sum())
         out.duplicates += _duplicates(poly, names)
     out.images_without_labels = sorted(set(data.images_without_labels))
+    # Label files the reader could not pair with an image (YOLO-OBB orphans) are issues, not samples.
+    orphans = {Path(i.path).stem for i in report.labels.issues if i.kind == "missing-image"}
+    out.labels_without_images = sorted(set(out.labels_without_images) | orphans)
     out.objects = sum(per_class.values())
     out.per_class = dict(sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0])))
     out.objects_per_image_max = max(per_image, default=0)

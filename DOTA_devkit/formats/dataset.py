@@ -27,8 +27,10 @@ Where each format expects its files (``src``):
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from tqdm import tqdm
 
 from ..classes import load_class_list, write_class_file
 from ..geometry import poly_area, poly_to_obb
-from ..image_io import index_images
+from ..image_io import IMAGE_EXTENSIONS, index_images
 from ..labels import DotaObject, LabelFile, LabelIssue, read_dota_label, write_dota_label
 from ..task1 import Task1ReadReport, read_task1_dir
 from .common import FILE_KINDS, IMAGE_MODES, ConversionReport, Sample, check_image, image_size, place_image
@@ -72,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 READ_FORMATS: tuple[str, ...] = ("dota", "rolabelimg", "hrsc", "dior", "yolo-obb", "labelme", "cvat", "task1")
 WRITE_FORMATS: tuple[str, ...] = ("dota", "rolabelimg", "yolo-obb", "cvat")
+#: Threads decoding images.
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 #: Detections below this score are not turned into pre-annotations (task1 input).
 DEFAULT_MIN_SCORE = 0.3
 
@@ -102,9 +106,9 @@ def read_split_file(path: str | Path) -> list[str]:
     for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            ids.append(
-                Path(line.replace("\\", "/")).stem if ("/" in line or "." in Path(line).suffix) else line
-            )
+            path = Path(line.replace("\\", "/"))
+            is_path = "/" in line or path.suffix.lower() in IMAGE_EXTENSIONS
+            ids.append(path.stem if is_path else line)
     return ids
 
 
@@ -341,8 +345,6 @@ def index_images_recursive(folder: Path) -> list[Path]:
     """Image files under a folder, recursively, sorted."""
     if not folder.is_dir():
         return []
-    from ..image_io import IMAGE_EXTENSIONS
-
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
@@ -497,6 +499,17 @@ def read_source(
     return data
 
 
+def decode_sizes(samples: Sequence[Sample], workers: int = DEFAULT_WORKERS) -> None:
+    """Decode the images of ``samples`` in ``workers`` threads and set their ``size`` (an unreadable
+    image leaves it None, for :func:`~.common.check_image` to report)."""
+    todo = [s for s in samples if s.image is not None and s.size is None]
+    if not todo:
+        return
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for sample, size in zip(todo, pool.map(lambda s: image_size(s.image), todo)):
+            sample.size = size[:2] if size else None
+
+
 # ----------------------------------------------------------------------------------- writers
 @dataclass
 class _Target:
@@ -609,7 +622,8 @@ def _finish(
             )
         kept_splits[split] = [i for i in members if i in ids]
     if fmt == "dota":
-        write_class_file(t.dst / "classes.txt", t.classes) if t.classes else None
+        if t.classes:
+            write_class_file(t.dst / "classes.txt", t.classes)
         for split, members in kept_splits.items():
             _write_ids(t.dst / f"{split}.txt", members)
     elif fmt == "yolo-obb":
@@ -703,6 +717,7 @@ def convert_dataset(
     min_score: float = DEFAULT_MIN_SCORE,
     cvat_shape: str = "polygon",
     progress: bool = True,
+    workers: int = DEFAULT_WORKERS,
 ) -> ConversionReport:
     """Convert a data set from ``from_format`` to ``to_format`` (one of them ``dota``, or both).
 
@@ -722,6 +737,7 @@ def convert_dataset(
         class_map: HRSC2016 ``Class_ID`` to names (a mapping or a ``<id> <name>`` file).
         min_score: task1 input: detections below it are left out (counted).
         cvat_shape: ``polygon`` (exact) or ``box`` (rotated boxes) for ``cvat`` output.
+        workers: threads decoding the images (OpenCV releases the GIL while decoding).
     Returns:
         the report: read = written + skipped, for files and objects (``report.balanced()``).
     Raises:
@@ -762,6 +778,7 @@ def convert_dataset(
     dst = Path(dst)
     _prepare(to_format, dst, mode)
     target = _Target(dst, tuple(names), mode, report, strict, cvat_shape)
+    decode_sizes(data.samples, workers)
     for sample in tqdm(data.samples, desc=f"{from_format} -> {to_format}", disable=not progress, leave=False):
         if not check_image(sample, report, strict):
             continue
