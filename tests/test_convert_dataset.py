@@ -268,7 +268,7 @@ def test_check_lists_yolo_label_files_without_images(tmp_path: Path) -> None:
     root = tmp_path / "y"
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
-    _blank(root / "images" / "a.png")
+    _blank(root / "images" / "a.png", 200, 120)
     (root / "labels" / "a.txt").write_text("0 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n")
     (root / "labels" / "lost.txt").write_text("0 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n")
     (root / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
