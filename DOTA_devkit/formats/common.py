@@ -118,7 +118,8 @@ class ConversionReport:
         if strict and kind == "size-mismatch":
             raise LabelError(str(issue))
         self.notes.append(issue)
-        logger.warning("note: %s", issue)
+        # Approximations are expected when boxes go to a box-only format: logged, not warned.
+        logger.log(logging.INFO if kind == "approximated" else logging.WARNING, "note: %s", issue)
 
     def balanced(self) -> bool:
         """True when read == written + skipped holds for objects and files."""

@@ -242,8 +242,9 @@ def _fmt(v: float, digits: int = 4) -> str:
 
 def build_cvat_xml(
     entries: Sequence[CvatImageEntry], classes: Sequence[str], shape: str = "polygon"
-) -> tuple[ET.Element, int]:
-    """The ``<annotations>`` tree and how many objects were approximated (``shape="box"`` only).
+) -> tuple[ET.Element, list[tuple[int, int]]]:
+    """The ``<annotations>`` tree and the ``(entry, object)`` indices of the objects written as the
+    minimum-area box of a non-rectangle (``shape="box"`` only).
 
     ``difficult`` is written as an ``<attribute name="difficult">`` (declared in the label meta).
     """
@@ -268,19 +269,20 @@ def build_cvat_xml(
             ("values", "false"),
         ):
             ET.SubElement(attr, tag).text = text
-    approximated = 0
+    approximated: list[tuple[int, int]] = []
     for i, entry in enumerate(entries):
         image = ET.SubElement(
             root,
             "image",
             {"id": str(i), "name": entry.name, "width": str(entry.size[0]), "height": str(entry.size[1])},
         )
-        for obj in entry.objects:
+        for k, obj in enumerate(entry.objects):
             common = {"label": obj.class_name, "source": "manual", "occluded": "0"}
             if shape == "box":
                 xtl, ytl, xbr, ybr, rot = polygon_to_cvat_box(obj.polygon)
                 rect_area = (xbr - xtl) * (ybr - ytl)
-                approximated += int(poly_area(obj.polygon)[0] < RECTANGLE_AREA_RATIO * rect_area)
+                if poly_area(obj.polygon)[0] < RECTANGLE_AREA_RATIO * rect_area:
+                    approximated.append((i, k))
                 el = ET.SubElement(
                     image,
                     "box",
@@ -307,8 +309,8 @@ def build_cvat_xml(
 
 def write_cvat_xml(
     path: str | Path, entries: Sequence[CvatImageEntry], classes: Sequence[str], shape: str = "polygon"
-) -> int:
-    """Write :func:`build_cvat_xml` atomically; returns the number of approximated objects."""
+) -> list[tuple[int, int]]:
+    """Write :func:`build_cvat_xml` atomically; returns the approximated ``(entry, object)`` indices."""
     root, approximated = build_cvat_xml(entries, classes, shape)
     write_xml(path, root)
     return approximated

@@ -550,9 +550,14 @@ def _write_rolabelimg(t: _Target, sample: Sample) -> None:
     if len(polys):
         boxes = poly_to_obb(polys)
         for k in np.flatnonzero(poly_area(polys) < RECTANGLE_AREA_RATIO * boxes[:, 2] * boxes[:, 3]):
-            t.report.note(t.strict, sample.source, 0, "approximated",
-                          f"object {k + 1} ({sample.labels.objects[k].class_name}) is not a rectangle: "
-                          "written as its minimum-area rectangle")
+            t.report.note(
+                t.strict,
+                sample.source,
+                0,
+                "approximated",
+                f"object {k + 1} ({sample.labels.objects[k].class_name}) is not a rectangle: "
+                "written as its minimum-area rectangle",
+            )
     name = _place(t, sample, t.dst)
     size = (sample.size[0], sample.size[1], 3) if sample.size else None
     write_rolabelimg_xml(
@@ -631,13 +636,15 @@ def _finish(
     elif fmt == "cvat":
         entries = [CvatImageEntry(name, s.size or (0, 0), s.labels.objects) for s, name in t.written]
         approx = write_cvat_xml(t.dst / "annotations.xml", entries, t.classes, t.cvat_shape)
-        if approx:
+        for i, k in approx:
+            sample = t.written[i][0]
             t.report.note(
                 False,
-                t.dst / "annotations.xml",
+                sample.source,
                 0,
                 "approximated",
-                f"{approx} non-rectangular polygon(s) written as their minimum-area rotated box",
+                f"object {k + 1} ({sample.labels.objects[k].class_name}) is not a rectangle: "
+                "written as its minimum-area rotated box",
             )
 
 
