@@ -258,7 +258,7 @@ def test_cli(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_split_file_ids_paths_and_dotted_ids(tmp_path: Path) -> None:
-    from DOTA_devkit.formats.dataset import read_split_file
+    from DOTA_devkit.formats.common import read_split_file
 
     (tmp_path / "s.txt").write_text("P0001\n# a comment\n./images/P0002.png\nC:\\data\\P0003.jpg\nv1.2\n\n")
     assert read_split_file(tmp_path / "s.txt") == ["P0001", "P0002", "P0003", "v1.2"]

@@ -21,21 +21,37 @@ import logging
 import os
 import shutil
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..image_io import IMAGE_EXTENSIONS, index_images
 from ..labels import LabelError, LabelFile, LabelIssue, LabelReport
+from .xml_io import record_issue
 
 __all__ = [
     "FILE_KINDS",
     "IMAGE_MODES",
+    "DEFAULT_WORKERS",
     "Sample",
+    "SourceData",
+    "ReadOptions",
     "ConversionReport",
     "image_size",
+    "image_sizes",
     "check_image",
     "place_image",
+    "read_split_file",
+    "split_files",
+    "first_dir",
+    "merged_index",
+    "xml_files",
+    "record_malformed",
+    "drop_unknown_classes",
+    "find_image",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +60,9 @@ logger = logging.getLogger(__name__)
 FILE_KINDS: frozenset[str] = frozenset(
     {"malformed-xml", "malformed-json", "malformed-file", "missing-image", "unreadable-image", "duplicate-id"}
 )
+
+#: Threads decoding images (OpenCV releases the GIL while decoding).
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 #: How images reach the output: copied, hard-linked (symlink across file systems), symlinked, not at all.
 IMAGE_MODES: tuple[str, ...] = ("copy", "link", "symlink", "none")
@@ -68,6 +87,38 @@ class Sample:
     image: Path | None = None
     declared_size: tuple[int, int] | None = None
     size: tuple[int, int] | None = None
+
+
+@dataclass
+class SourceData:
+    """A data set as a reader returns it: samples, the format's own class list (None: use the names
+    found), its split files ``{name: image ids}`` and the ids of images that have no labels."""
+
+    samples: list[Sample] = field(default_factory=list)
+    classes: tuple[str, ...] | None = None
+    splits: dict[str, list[str]] = field(default_factory=dict)
+    images_without_labels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReadOptions:
+    """What every folder reader is given.
+
+    Attributes:
+        classes: when given, objects of other classes are reported (``unknown-class``) and skipped.
+        image_dir: where the images are, when not where the format keeps them.
+        strict: the first problem raises :class:`~DOTA_devkit.labels.LabelError`.
+        class_map: HRSC2016 ``{Class_ID: name}``.
+        min_score: Task1 detections below it are left out.
+        workers: threads decoding images.
+    """
+
+    classes: tuple[str, ...] | None = None
+    image_dir: Path | None = None
+    strict: bool = False
+    class_map: dict[str, str] | None = None
+    min_score: float = 0.3
+    workers: int = DEFAULT_WORKERS
 
 
 @dataclass
@@ -166,6 +217,15 @@ def image_size(path: str | Path) -> tuple[int, int, int] | None:
     return int(img.shape[1]), int(img.shape[0]), depth
 
 
+def image_sizes(paths: Sequence[Path], workers: int = DEFAULT_WORKERS) -> list[tuple[int, int] | None]:
+    """``(width, height)`` of each image (None: unreadable), decoded in ``workers`` threads."""
+    if not paths:
+        return []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        sizes = list(pool.map(image_size, paths))
+    return [s[:2] if s else None for s in sizes]
+
+
 def check_image(sample: Sample, report: ConversionReport, strict: bool) -> bool:
     """Decode ``sample.image``, set ``sample.size`` and compare it with ``declared_size``.
 
@@ -175,8 +235,6 @@ def check_image(sample: Sample, report: ConversionReport, strict: bool) -> bool:
     Raises:
         LabelError: when ``strict`` and the image is missing, unreadable or of another size.
     """
-    from .xml_io import record_issue
-
     kind, message = "", ""
     size = sample.size
     if sample.image is None:
@@ -193,9 +251,13 @@ def check_image(sample: Sample, report: ConversionReport, strict: bool) -> bool:
         return False
     declared = sample.declared_size
     if declared is not None and size != declared:
-        report.note(strict, sample.source, 0, "size-mismatch",
-                    f"annotation declares {declared[0]}x{declared[1]}, "
-                    f"image {sample.image} is {size[0]}x{size[1]}")
+        report.note(
+            strict,
+            sample.source,
+            0,
+            "size-mismatch",
+            f"annotation declares {declared[0]}x{declared[1]}, image {sample.image} is {size[0]}x{size[1]}",
+        )
     return True
 
 
@@ -221,3 +283,96 @@ def place_image(src: Path, dst: Path, mode: str = "copy") -> None:
     finally:
         if tmp.exists() or tmp.is_symlink():
             tmp.unlink()
+
+
+# ------------------------------------------------------------------ helpers of the folder readers
+def read_split_file(path: str | Path) -> list[str]:
+    """Image ids of a split file: one per line (a path or an image file name is reduced to its stem;
+    ``#`` lines ignored)."""
+    ids = []
+    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line.replace("\\", "/"))
+            is_path = "/" in line or p.suffix.lower() in IMAGE_EXTENSIONS
+            ids.append(p.stem if is_path else line)
+    return ids
+
+
+def split_files(folder: Path | None) -> dict[str, list[str]]:
+    """``{stem: ids}`` of the id lists in a folder (every ``*.txt`` but ``classes.txt``)."""
+    if folder is None or not folder.is_dir():
+        return {}
+    out = {}
+    for p in sorted(folder.glob("*.txt")):
+        if p.stem == "classes":
+            continue
+        ids = read_split_file(p)
+        if all(" " not in i for i in ids):
+            out[p.stem] = ids
+    return out
+
+
+def first_dir(*candidates: Path) -> Path | None:
+    """The first candidate that is a folder."""
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def merged_index(*folders: Path | None) -> dict[str, Path]:
+    """``{stem: image}`` over several folders; the first folder holding a stem wins."""
+    index: dict[str, Path] = {}
+    for f in folders:
+        for k, v in index_images(f).items():
+            index.setdefault(k, v)
+    return index
+
+
+def xml_files(folder: Path) -> list[Path]:
+    """The ``*.xml`` files of a folder, sorted.
+
+    Raises:
+        FileNotFoundError: none there.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no .xml files in {folder}")
+    return files
+
+
+def record_malformed(report: ConversionReport, strict: bool, path: Path, error: Exception, kind: str) -> None:
+    """Record a file that could not be parsed (``malformed-xml``, ``malformed-json``)."""
+    line = int(getattr(error, "line", 0))
+    record_issue(report.labels, strict, path, line, kind, str(error).removeprefix(f"{path}: "))
+
+
+def drop_unknown_classes(sample: Sample, known: set[str], report: ConversionReport, strict: bool) -> None:
+    """Drop (and report) the objects of ``sample`` whose class is not in ``known``."""
+    kept = []
+    for k, obj in enumerate(sample.labels.objects, 1):
+        if obj.class_name in known:
+            kept.append(obj)
+        else:
+            report.drop(
+                strict,
+                sample.source,
+                k,
+                "unknown-class",
+                f"object {k}: class {obj.class_name!r} is not in the class list",
+            )
+    sample.labels.objects = kept
+
+
+def find_image(index: dict[str, Path], stem: str, filename: str | None = None) -> Path | None:
+    """The image of a label file: by the label file's stem first, then by the XML ``<filename>``
+    (with or without its suffix). None when not found."""
+    if stem in index:
+        return index[stem]
+    if filename:
+        name = Path(filename.replace("\\", "/")).name
+        base, suffix = os.path.splitext(name)
+        key = base if suffix.lower() in IMAGE_EXTENSIONS else name
+        if key in index:
+            return index[key]
+    return None

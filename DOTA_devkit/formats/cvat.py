@@ -47,6 +47,15 @@ from numpy.typing import NDArray
 
 from ..geometry import obb_to_poly, poly_area, poly_to_obb
 from ..labels import DotaObject, LabelFile, LabelReport
+from .common import (
+    ConversionReport,
+    ReadOptions,
+    Sample,
+    SourceData,
+    find_image,
+    merged_index,
+    record_malformed,
+)
 from .xml_io import FieldError, XmlError, accept_object, element_line, parse_xml_file, record_issue, write_xml
 
 __all__ = [
@@ -59,6 +68,7 @@ __all__ = [
     "CvatImageEntry",
     "build_cvat_xml",
     "write_cvat_xml",
+    "read_cvat_export",
 ]
 
 #: Shapes the writer can emit.
@@ -314,3 +324,43 @@ def write_cvat_xml(
     root, approximated = build_cvat_xml(entries, classes, shape)
     write_xml(path, root)
     return approximated
+
+
+def read_cvat_export(src: Path, options: ReadOptions, report: ConversionReport) -> SourceData:
+    """A CVAT for images export: ``annotations.xml`` (or its folder) with ``images/`` beside it.
+
+    An image is found by its ``name`` under ``options.image_dir``, ``images/`` or the XML's folder,
+    then by its stem; its id is the stem of ``name`` (two ``<image>`` with one stem: the second is
+    reported as ``duplicate-id`` and skipped). Classes: the ``<meta>`` label list.
+    """
+    xml = src if src.is_file() else src / "annotations.xml"
+    if not xml.is_file():
+        raise FileNotFoundError(f"no CVAT annotations.xml at {src}")
+    try:
+        ann = read_cvat_xml(xml, options.classes, options.strict, report.labels)
+    except XmlError as e:
+        record_malformed(report, options.strict, xml, e, "malformed-xml")
+        return SourceData()
+    dirs = [d for d in (options.image_dir, xml.parent / "images", xml.parent) if d is not None]
+    index = merged_index(*dirs)
+    out = SourceData(classes=ann.classes or None)
+    seen: set[str] = set()
+    for item in ann.images:
+        rel = item.name.replace("\\", "/")
+        stem = Path(rel).stem
+        if stem in seen:
+            report.unparsed["duplicate-id"] += len(item.labels.objects)
+            report.labels.objects -= len(item.labels.objects)
+            record_issue(
+                report.labels,
+                options.strict,
+                xml,
+                item.line,
+                "duplicate-id",
+                f"image {item.name!r}: id {stem!r} used by an earlier <image>",
+            )
+            continue
+        seen.add(stem)
+        image = next((d / rel for d in dirs if (d / rel).is_file()), None) or find_image(index, stem, rel)
+        out.samples.append(Sample(stem, item.labels, xml, image, item.size))
+    return out

@@ -27,10 +27,8 @@ Where each format expects its files (``src``):
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,33 +37,36 @@ from tqdm import tqdm
 
 from ..classes import load_class_list, write_class_file
 from ..geometry import poly_area, poly_to_obb
-from ..image_io import IMAGE_EXTENSIONS, index_images
+from ..image_io import index_images
 from ..labels import DotaObject, LabelFile, LabelIssue, read_dota_label, write_dota_label
 from ..task1 import Task1ReadReport, read_task1_dir
-from .common import FILE_KINDS, IMAGE_MODES, ConversionReport, Sample, check_image, image_size, place_image
-from .cvat import CVAT_SHAPES, CvatImageEntry, read_cvat_xml, write_cvat_xml
-from .dior import DIOR_R_CLASSES, read_dior_image_size, read_dior_xml
-from .hrsc import read_hrsc_image_size, read_hrsc_xml
-from .labelme import JsonError, read_labelme_json
-from .rolabelimg import RECTANGLE_AREA_RATIO, find_image, parse_rolabelimg, write_rolabelimg_xml
-from .xml_io import XmlError, child_text, parse_xml_file, record_issue
-from .yolo_obb import (
-    image_to_label_path,
-    list_split_images,
-    load_data_yaml,
-    parse_yolo_obb_lines,
-    write_data_yaml,
-    write_image_list,
-    write_yolo_obb_labels,
+from .common import (
+    DEFAULT_WORKERS,
+    FILE_KINDS,
+    IMAGE_MODES,
+    ConversionReport,
+    ReadOptions,
+    Sample,
+    SourceData,
+    check_image,
+    image_sizes,
+    place_image,
+    read_split_file,
+    split_files,
 )
+from .cvat import CVAT_SHAPES, CvatImageEntry, read_cvat_export, write_cvat_xml
+from .dior import read_dior_folder
+from .hrsc import read_hrsc_folder
+from .labelme import read_labelme_folder
+from .rolabelimg import RECTANGLE_AREA_RATIO, read_rolabelimg_folder, write_rolabelimg_xml
+from .yolo_obb import read_yolo_obb_dataset, write_data_yaml, write_image_list, write_yolo_obb_labels
 
 __all__ = [
     "READ_FORMATS",
     "WRITE_FORMATS",
-    "SourceData",
     "read_source",
-    "read_split_file",
     "read_class_map",
+    "decode_sizes",
     "convert_dataset",
     "dota_to_yolo_obb",
 ]
@@ -74,58 +75,11 @@ logger = logging.getLogger(__name__)
 
 READ_FORMATS: tuple[str, ...] = ("dota", "rolabelimg", "hrsc", "dior", "yolo-obb", "labelme", "cvat", "task1")
 WRITE_FORMATS: tuple[str, ...] = ("dota", "rolabelimg", "yolo-obb", "cvat")
-#: Threads decoding images.
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 #: Detections below this score are not turned into pre-annotations (task1 input).
 DEFAULT_MIN_SCORE = 0.3
 
 
-@dataclass
-class SourceData:
-    """A data set as read: samples, the format's own class list (None: names as found), splits."""
-
-    samples: list[Sample] = field(default_factory=list)
-    classes: tuple[str, ...] | None = None
-    splits: dict[str, list[str]] = field(default_factory=dict)
-    images_without_labels: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Options:
-    classes: tuple[str, ...] | None
-    image_dir: Path | None
-    strict: bool
-    class_map: dict[str, str] | None
-    min_score: float
-
-
 # ----------------------------------------------------------------------------------- helpers
-def read_split_file(path: str | Path) -> list[str]:
-    """Image ids of a split file: one per line (a path or a file name is reduced to its stem)."""
-    ids = []
-    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            path = Path(line.replace("\\", "/"))
-            is_path = "/" in line or path.suffix.lower() in IMAGE_EXTENSIONS
-            ids.append(path.stem if is_path else line)
-    return ids
-
-
-def _split_files(folder: Path | None) -> dict[str, list[str]]:
-    """``{stem: ids}`` of the id lists in a folder (every ``*.txt`` but ``classes.txt``)."""
-    if folder is None or not folder.is_dir():
-        return {}
-    out = {}
-    for p in sorted(folder.glob("*.txt")):
-        if p.stem == "classes":
-            continue
-        ids = read_split_file(p)
-        if all(" " not in i for i in ids):
-            out[p.stem] = ids
-    return out
-
-
 def read_class_map(path: str | Path) -> dict[str, str]:
     """``{class id: name}`` from lines ``<id> <name>`` (HRSC2016's ``Class_ID`` to names).
 
@@ -146,36 +100,12 @@ def read_class_map(path: str | Path) -> dict[str, str]:
     return out
 
 
-def _first_dir(*candidates: Path) -> Path | None:
-    return next((c for c in candidates if c.is_dir()), None)
-
-
-def _merged_index(*folders: Path | None) -> dict[str, Path]:
-    index: dict[str, Path] = {}
-    for f in folders:
-        for k, v in index_images(f).items():
-            index.setdefault(k, v)
-    return index
-
-
-def _xml_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no .xml files in {folder}")
-    return files
-
-
-def _malformed(report: ConversionReport, strict: bool, path: Path, e: Exception, kind: str) -> None:
-    line = getattr(e, "line", 0)
-    record_issue(report.labels, strict, path, line, kind, str(e).removeprefix(f"{path}: "))
-
-
 # ----------------------------------------------------------------------------------- readers
-def _read_dota(src: Path, o: _Options, report: ConversionReport) -> SourceData:
+def _read_dota(src: Path, o: ReadOptions, report: ConversionReport) -> SourceData:
     label_dir = src / "labelTxt" if (src / "labelTxt").is_dir() else src
     root = src if label_dir != src else src.parent
     index = index_images(o.image_dir or root / "images")
-    out = SourceData(splits=_split_files(root))
+    out = SourceData(splits=split_files(root))
     if (root / "classes.txt").is_file():
         out.classes = load_class_list(root / "classes.txt")
     for path in sorted(label_dir.glob("*.txt")):
@@ -189,238 +119,7 @@ def _read_dota(src: Path, o: _Options, report: ConversionReport) -> SourceData:
     return out
 
 
-def _read_rolabelimg(src: Path, o: _Options, report: ConversionReport) -> SourceData:
-    index = index_images(o.image_dir or src)
-    out = SourceData()
-    for path in _xml_files(src):
-        try:
-            root = parse_xml_file(path)
-            ann = parse_rolabelimg(root, path, o.classes, o.strict, report.labels)
-        except XmlError as e:
-            _malformed(report, o.strict, path, e, "malformed-xml")
-            continue
-        size = ann.size[:2] if ann.size else None
-        out.samples.append(
-            Sample(path.stem, ann.labels, path, find_image(index, path.stem, ann.filename), size)
-        )
-    return out
-
-
-def _read_hrsc(src: Path, o: _Options, report: ConversionReport) -> SourceData:
-    xml_dir = src / "Annotations" if (src / "Annotations").is_dir() else src
-    image_dir = o.image_dir or _first_dir(xml_dir.parent / "AllImages", src / "AllImages") or xml_dir
-    index = index_images(image_dir)
-    sets = _first_dir(src / "ImageSets", xml_dir.parent / "ImageSets", xml_dir.parent.parent / "ImageSets")
-    names = tuple(dict.fromkeys(o.class_map.values())) if o.class_map else ("ship",)
-    out = SourceData(classes=names, splits=_split_files(sets))
-    for path in _xml_files(xml_dir):
-        try:
-            labels = read_hrsc_xml(path, o.strict, report.labels, class_map=o.class_map, classes=o.classes)
-            size = read_hrsc_image_size(path)
-            file_name = child_text(parse_xml_file(path), "Img_FileName")
-        except XmlError as e:
-            _malformed(report, o.strict, path, e, "malformed-xml")
-            continue
-        out.samples.append(Sample(path.stem, labels, path, find_image(index, path.stem, file_name), size))
-    return out
-
-
-def _read_dior(src: Path, o: _Options, report: ConversionReport) -> SourceData:
-    xml_dir = _first_dir(src / "Annotations" / "Oriented Bounding Boxes", src / "Annotations") or src
-    root = src if xml_dir != src else src.parent
-    if o.image_dir:
-        index = index_images(o.image_dir)
-    else:
-        index = _merged_index(
-            root / "JPEGImages-trainval", root / "JPEGImages-test", root / "JPEGImages", xml_dir
-        )
-    sets = _first_dir(root / "ImageSets" / "Main", root / "ImageSets")
-    classes = o.classes or DIOR_R_CLASSES
-    out = SourceData(classes=classes, splits=_split_files(sets))
-    for path in _xml_files(xml_dir):
-        try:
-            labels = read_dior_xml(path, classes, o.strict, report.labels)
-            size = read_dior_image_size(path)
-            file_name = child_text(parse_xml_file(path), "filename")
-        except XmlError as e:
-            _malformed(report, o.strict, path, e, "malformed-xml")
-            continue
-        out.samples.append(
-            Sample(
-                path.stem, labels, path, find_image(index, path.stem, file_name), size[:2] if size else None
-            )
-        )
-    return out
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        return sum(
-            1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
-        )
-    except OSError:
-        return 0
-
-
-def _read_yolo(src: Path, o: _Options, report: ConversionReport) -> SourceData:
-    yaml_path = (
-        src
-        if src.is_file()
-        else (
-            src / "data.yaml"
-            if (src / "data.yaml").is_file()
-            else next(iter(sorted(src.glob("*.yaml"))), None)
-        )
-    )
-    out = SourceData()
-    images: list[Path] = []
-    if yaml_path is not None:
-        root, names, entries = load_data_yaml(yaml_path)
-        for split, entry in entries.items():
-            listed = list_split_images(root, entry)
-            out.splits[split] = [p.stem for p in listed]
-            images += listed
-    else:
-        root = src
-        if o.classes is None:
-            raise ValueError(f"{src}: no data set YAML: give the class names (--classes FILE, one per line)")
-        names = o.classes
-        images = sorted(p for p in index_images_recursive(root / "images"))
-    out.classes = names
-    seen: dict[str, Path] = {}
-    for image in images:
-        key = image.resolve()
-        if image.stem in seen:
-            if seen[image.stem].resolve() != key:
-                record_issue(
-                    report.labels,
-                    o.strict,
-                    image,
-                    0,
-                    "duplicate-id",
-                    f"image id {image.stem!r} already used by {seen[image.stem]}",
-                )
-            continue
-        seen[image.stem] = image
-        label = image_to_label_path(image)
-        size = image_size(image) if image.is_file() else None
-        sample = Sample(
-            image.stem, LabelFile(), label if label.is_file() else image, image if image.is_file() else None
-        )
-        if size is None:
-            # The lines cannot be turned into pixels without the image: counted, reported with the file.
-            report.unparsed["missing-image" if sample.image is None else "unreadable-image"] += (
-                _count_lines(label) if label.is_file() else 0
-            )
-            sample.labels = LabelFile()
-        else:
-            sample.size = size[:2]
-            if label.is_file():
-                lines = label.read_text(encoding="utf-8-sig", errors="replace").splitlines()
-                sample.labels = parse_yolo_obb_lines(lines, label, names, size[:2], o.strict, report.labels)
-                if o.classes is not None:
-                    _drop_unknown(sample, set(o.classes), report, o.strict)
-            else:
-                out.images_without_labels.append(image.stem)
-        out.samples.append(sample)
-    label_root = root / "labels"
-    if label_root.is_dir():
-        used = {image_to_label_path(p).resolve() for p in seen.values()}
-        for orphan in sorted(label_root.rglob("*.txt")):
-            if orphan.resolve() not in used:
-                n = _count_lines(orphan)
-                record_issue(
-                    report.labels,
-                    o.strict,
-                    orphan,
-                    0,
-                    "missing-image",
-                    f"label file without an image ({n} object line(s) not converted)",
-                )
-                report.unparsed["missing-image"] += n
-    return out
-
-
-def index_images_recursive(folder: Path) -> list[Path]:
-    """Image files under a folder, recursively, sorted."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
-def _drop_unknown(sample: Sample, known: set[str], report: ConversionReport, strict: bool) -> None:
-    kept = []
-    for k, obj in enumerate(sample.labels.objects, 1):
-        if obj.class_name in known:
-            kept.append(obj)
-        else:
-            report.drop(
-                strict,
-                sample.source,
-                k,
-                "unknown-class",
-                f"object {k}: class {obj.class_name!r} is not in the class list",
-            )
-    sample.labels.objects = kept
-
-
-def _read_labelme(src: Path, o: _Options, report: ConversionReport) -> SourceData:
-    files = sorted(p for p in src.iterdir() if p.suffix.lower() == ".json" and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no .json files in {src}")
-    index = index_images(o.image_dir or src)
-    out = SourceData()
-    for path in files:
-        try:
-            ann = read_labelme_json(path, o.classes, o.strict, report.labels)
-        except JsonError as e:
-            _malformed(report, o.strict, path, e, "malformed-json")
-            continue
-        image = None
-        if ann.image_path:
-            rel = path.parent / ann.image_path.replace("\\", "/")
-            image = rel if rel.is_file() and o.image_dir is None else None
-        if image is None:
-            image = find_image(index, path.stem, ann.image_path)
-        out.samples.append(Sample(path.stem, ann.labels, path, image, ann.size))
-    return out
-
-
-def _read_cvat(src: Path, o: _Options, report: ConversionReport) -> SourceData:
-    xml = src if src.is_file() else src / "annotations.xml"
-    if not xml.is_file():
-        raise FileNotFoundError(f"no CVAT annotations.xml at {src}")
-    try:
-        ann = read_cvat_xml(xml, o.classes, o.strict, report.labels)
-    except XmlError as e:
-        _malformed(report, o.strict, xml, e, "malformed-xml")
-        return SourceData()
-    dirs = [d for d in (o.image_dir, xml.parent / "images", xml.parent) if d is not None]
-    index = _merged_index(*dirs)
-    out = SourceData(classes=ann.classes or None)
-    seen: set[str] = set()
-    for item in ann.images:
-        rel = item.name.replace("\\", "/")
-        stem = Path(rel).stem
-        if stem in seen:
-            report.unparsed["duplicate-id"] += len(item.labels.objects)
-            report.labels.objects -= len(item.labels.objects)
-            record_issue(
-                report.labels,
-                o.strict,
-                xml,
-                item.line,
-                "duplicate-id",
-                f"image {item.name!r}: id {stem!r} used by an earlier <image>",
-            )
-            continue
-        seen.add(stem)
-        image = next((d / rel for d in dirs if (d / rel).is_file()), None) or find_image(index, stem, rel)
-        out.samples.append(Sample(stem, item.labels, xml, image, item.size))
-    return out
-
-
-def _read_task1(src: Path, o: _Options, report: ConversionReport) -> SourceData:
+def _read_task1(src: Path, o: ReadOptions, report: ConversionReport) -> SourceData:
     if o.image_dir is None:
         raise ValueError(
             "task1 input needs the images (--images DIR): their sizes and files go into the output"
@@ -452,12 +151,12 @@ def _read_task1(src: Path, o: _Options, report: ConversionReport) -> SourceData:
 
 _READERS = {
     "dota": _read_dota,
-    "rolabelimg": _read_rolabelimg,
-    "hrsc": _read_hrsc,
-    "dior": _read_dior,
-    "yolo-obb": _read_yolo,
-    "labelme": _read_labelme,
-    "cvat": _read_cvat,
+    "rolabelimg": read_rolabelimg_folder,
+    "hrsc": read_hrsc_folder,
+    "dior": read_dior_folder,
+    "yolo-obb": read_yolo_obb_dataset,
+    "labelme": read_labelme_folder,
+    "cvat": read_cvat_export,
     "task1": _read_task1,
 }
 
@@ -471,6 +170,7 @@ def read_source(
     strict: bool = False,
     class_map: Mapping[str, str] | None = None,
     min_score: float = DEFAULT_MIN_SCORE,
+    workers: int = DEFAULT_WORKERS,
 ) -> SourceData:
     """Read a data set in format ``fmt`` (module docstring for the expected layout).
 
@@ -487,12 +187,13 @@ def read_source(
     path = Path(src)
     if not path.exists():
         raise FileNotFoundError(f"source not found: {path}")
-    o = _Options(
+    o = ReadOptions(
         tuple(classes) if classes is not None else None,
         Path(image_dir) if image_dir else None,
         strict,
         dict(class_map) if class_map else None,
         min_score,
+        workers,
     )
     data = _READERS[fmt](path, o, report)
     report.files_read = len(data.samples) + sum(1 for i in report.labels.issues if i.kind in FILE_KINDS)
@@ -503,11 +204,8 @@ def decode_sizes(samples: Sequence[Sample], workers: int = DEFAULT_WORKERS) -> N
     """Decode the images of ``samples`` in ``workers`` threads and set their ``size`` (an unreadable
     image leaves it None, for :func:`~.common.check_image` to report)."""
     todo = [s for s in samples if s.image is not None and s.size is None]
-    if not todo:
-        return
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for sample, size in zip(todo, pool.map(lambda s: image_size(s.image), todo)):
-            sample.size = size[:2] if size else None
+    for sample, size in zip(todo, image_sizes([s.image for s in todo if s.image is not None], workers)):
+        sample.size = size
 
 
 # ----------------------------------------------------------------------------------- writers
@@ -765,7 +463,7 @@ def convert_dataset(
     given, create = _class_list(classes)
     cmap = read_class_map(class_map) if isinstance(class_map, (str, Path)) else class_map
     report = ConversionReport()
-    data = read_source(from_format, src, report, given, image_dir, strict, cmap, min_score)
+    data = read_source(from_format, src, report, given, image_dir, strict, cmap, min_score, workers)
     found = sorted({o.class_name for s in data.samples for o in s.labels.objects})
     names = given or data.classes or tuple(found)
     extra = [c for c in found if c not in names]

@@ -31,7 +31,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..geometry import normalize_corner_order
+from ..image_io import index_images
 from ..labels import LabelFile, LabelReport
+from .common import (
+    ConversionReport,
+    ReadOptions,
+    Sample,
+    SourceData,
+    find_image,
+    first_dir,
+    merged_index,
+    record_malformed,
+    split_files,
+    xml_files,
+)
 from .xml_io import (
     FieldError,
     XmlError,
@@ -45,7 +58,7 @@ from .xml_io import (
     record_issue,
 )
 
-__all__ = ["DIOR_CORNER_TAGS", "DIOR_R_CLASSES", "read_dior_xml", "read_dior_image_size"]
+__all__ = ["DIOR_CORNER_TAGS", "DIOR_R_CLASSES", "read_dior_xml", "read_dior_image_size", "read_dior_folder"]
 
 #: DIOR's 20 classes, in its paper's order, spelled as its annotation files spell them.
 DIOR_R_CLASSES: tuple[str, ...] = (
@@ -123,3 +136,30 @@ def read_dior_xml(
 def read_dior_image_size(path: str | Path) -> tuple[int, int, int] | None:
     """``(width, height, depth)`` from the XML's ``<size>``; None when absent or invalid."""
     return read_voc_size(parse_xml_file(path))
+
+
+def read_dior_folder(src: Path, options: ReadOptions, report: ConversionReport) -> SourceData:
+    """DIOR-R's root (``Annotations/Oriented Bounding Boxes/``, ``JPEGImages-trainval/``,
+    ``JPEGImages-test/``, ``ImageSets/Main/``) or a folder of its XML. Classes: ``options.classes``
+    or :data:`DIOR_R_CLASSES`."""
+    xml_dir = first_dir(src / "Annotations" / "Oriented Bounding Boxes", src / "Annotations") or src
+    root = src if xml_dir != src else src.parent
+    if options.image_dir:
+        index = index_images(options.image_dir)
+    else:
+        folders = ("JPEGImages-trainval", "JPEGImages-test", "JPEGImages")
+        index = merged_index(*(root / f for f in folders), xml_dir)
+    classes = options.classes or DIOR_R_CLASSES
+    sets = first_dir(root / "ImageSets" / "Main", root / "ImageSets")
+    out = SourceData(classes=classes, splits=split_files(sets))
+    for path in xml_files(xml_dir):
+        try:
+            labels = read_dior_xml(path, classes, options.strict, report.labels)
+            size = read_dior_image_size(path)
+            file_name = child_text(parse_xml_file(path), "filename")
+        except XmlError as e:
+            record_malformed(report, options.strict, path, e, "malformed-xml")
+            continue
+        image = find_image(index, path.stem, file_name)
+        out.samples.append(Sample(path.stem, labels, path, image, size[:2] if size else None))
+    return out

@@ -28,10 +28,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..image_io import index_images
 from ..labels import LabelFile, LabelReport
+from .common import ConversionReport, ReadOptions, Sample, SourceData, find_image, record_malformed
 from .xml_io import FieldError, accept_object, record_issue
 
-__all__ = ["LabelMeAnnotation", "JsonError", "read_labelme_json"]
+__all__ = ["LabelMeAnnotation", "JsonError", "read_labelme_json", "read_labelme_folder"]
 
 
 class JsonError(ValueError):
@@ -134,4 +136,30 @@ def read_labelme_json(
             )
             continue
         accept_object(out.labels, report, strict, path, 0, index, polygon, name, difficult, known)
+    return out
+
+
+def read_labelme_folder(src: Path, options: ReadOptions, report: ConversionReport) -> SourceData:
+    """Every ``*.json`` of ``src``; the image is ``imagePath`` relative to the JSON (or, with
+    ``options.image_dir``, found there by name); ``imageWidth`` / ``imageHeight`` the declared size."""
+    if not src.is_dir():
+        raise FileNotFoundError(f"folder not found: {src}")
+    files = sorted(p for p in src.iterdir() if p.suffix.lower() == ".json" and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no .json files in {src}")
+    index = index_images(options.image_dir or src)
+    out = SourceData()
+    for path in files:
+        try:
+            ann = read_labelme_json(path, options.classes, options.strict, report.labels)
+        except JsonError as e:
+            record_malformed(report, options.strict, path, e, "malformed-json")
+            continue
+        image = None
+        if ann.image_path and options.image_dir is None:
+            beside = path.parent / ann.image_path.replace("\\", "/")
+            image = beside if beside.is_file() else None
+        if image is None:
+            image = find_image(index, path.stem, ann.image_path)
+        out.samples.append(Sample(path.stem, ann.labels, path, image, ann.size))
     return out

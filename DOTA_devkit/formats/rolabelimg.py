@@ -42,7 +42,6 @@ counted; ``strict=True`` raises :class:`~DOTA_devkit.labels.LabelError` instead.
 from __future__ import annotations
 
 import logging
-import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
@@ -65,7 +64,17 @@ from ..labels import (
     read_dota_label,
     write_dota_label,
 )
-from .common import image_size, place_image
+from .common import (
+    ConversionReport,
+    ReadOptions,
+    Sample,
+    SourceData,
+    find_image,
+    image_size,
+    place_image,
+    record_malformed,
+    xml_files,
+)
 from .xml_io import (
     FieldError,
     XmlError,
@@ -97,6 +106,7 @@ __all__ = [
     "place_image",
     "convert_rolabelimg_to_dota",
     "convert_dota_to_rolabelimg",
+    "read_rolabelimg_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -311,20 +321,6 @@ def write_rolabelimg_xml(
 # ----------------------------------------------------------------------------------- images
 
 
-def find_image(index: dict[str, Path], stem: str, filename: str | None = None) -> Path | None:
-    """The image of a label file: by the label file's stem first, then by the XML ``<filename>``
-    (with or without its suffix). None when not found."""
-    if stem in index:
-        return index[stem]
-    if filename:
-        name = Path(filename.replace("\\", "/")).name
-        base, suffix = os.path.splitext(name)
-        key = base if suffix.lower() in IMAGE_EXTENSIONS else name
-        if key in index:
-            return index[key]
-    return None
-
-
 # ------------------------------------------------------------------------------ folder conversion
 def _load_classes(classes_file: str | Path | None) -> tuple[str, ...] | None:
     if classes_file is None or not Path(classes_file).exists():
@@ -516,4 +512,21 @@ def convert_dota_to_rolabelimg(
         logger.warning("%d polygon(s) were not rectangles (area < %.0f%% of their min-area rectangle); "
                        "written as their min-area rectangle", out.approximated, 100 * RECTANGLE_AREA_RATIO)
     logger.info("DOTA -> roLabelImg: %s", out.summary())
+    return out
+
+
+def read_rolabelimg_folder(src: Path, options: ReadOptions, report: ConversionReport) -> SourceData:
+    """Every ``*.xml`` of ``src`` as a :class:`~.common.Sample`; images beside them or in
+    ``options.image_dir`` (by the XML's name, then its ``<filename>``); ``<size>`` is the declared size."""
+    index = index_images(options.image_dir or src)
+    out = SourceData()
+    for path in xml_files(src):
+        try:
+            ann = parse_rolabelimg(parse_xml_file(path), path, options.classes, options.strict, report.labels)
+        except XmlError as e:
+            record_malformed(report, options.strict, path, e, "malformed-xml")
+            continue
+        size = ann.size[:2] if ann.size else None
+        image = find_image(index, path.stem, ann.filename)
+        out.samples.append(Sample(path.stem, ann.labels, path, image, size))
     return out

@@ -34,6 +34,14 @@ from numpy.typing import NDArray
 
 from ..image_io import IMAGE_EXTENSIONS
 from ..labels import DotaObject, LabelFile, LabelReport
+from .common import (
+    ConversionReport,
+    ReadOptions,
+    Sample,
+    SourceData,
+    drop_unknown_classes,
+    image_sizes,
+)
 from .xml_io import accept_object, record_issue
 
 __all__ = [
@@ -45,6 +53,7 @@ __all__ = [
     "write_yolo_obb_labels",
     "write_data_yaml",
     "write_image_list",
+    "read_yolo_obb_dataset",
 ]
 
 #: Decimals of the normalised coordinates: 1e-7 of a 20000 px side is 0.002 px.
@@ -234,3 +243,103 @@ def _write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        return sum(
+            1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+        )
+    except OSError:
+        return 0
+
+
+def _find_yaml(src: Path) -> Path | None:
+    if src.is_file():
+        return src
+    if (src / "data.yaml").is_file():
+        return src / "data.yaml"
+    return next(iter(sorted(src.glob("*.yaml"))), None)
+
+
+def _images(src: Path, options: ReadOptions, out: SourceData) -> tuple[Path, tuple[str, ...], list[Path]]:
+    """``(root, names, images)`` from the data YAML (its splits go to ``out.splits``), or from
+    ``src/images/**`` with ``options.classes`` as the names."""
+    yaml_path = _find_yaml(src)
+    if yaml_path is None:
+        if options.classes is None:
+            raise ValueError(f"{src}: no data set YAML: give the class names (--classes FILE, one per line)")
+        found = sorted(p for p in (src / "images").rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        return src, options.classes, [p for p in found if p.is_file()]
+    root, names, entries = load_data_yaml(yaml_path)
+    images: list[Path] = []
+    for split, entry in entries.items():
+        listed = list_split_images(root, entry)
+        out.splits[split] = [p.stem for p in listed]
+        images += listed
+    return root, names, images
+
+
+def read_yolo_obb_dataset(src: Path, options: ReadOptions, report: ConversionReport) -> SourceData:
+    """An Ultralytics data set (module docstring): its YAML or folder.
+
+    Every listed image is decoded (its size turns the normalised corners into pixels); label files
+    under ``labels/`` that no image claims are reported (``missing-image``) with their line count.
+    """
+    out = SourceData()
+    root, names, listed = _images(src, options, out)
+    out.classes = names
+    seen: dict[str, Path] = {}
+    images: list[Path] = []
+    for image in listed:
+        if image.stem not in seen:
+            seen[image.stem] = image
+            images.append(image)
+        elif seen[image.stem].resolve() != image.resolve():
+            record_issue(
+                report.labels,
+                options.strict,
+                image,
+                0,
+                "duplicate-id",
+                f"image id {image.stem!r} already used by {seen[image.stem]}",
+            )
+    sizes = image_sizes([p for p in images if p.is_file()], options.workers)
+    size_of = dict(zip([p for p in images if p.is_file()], sizes))
+    for image in images:
+        label = image_to_label_path(image)
+        size = size_of.get(image)
+        sample = Sample(
+            image.stem,
+            LabelFile(),
+            label if label.is_file() else image,
+            image if image.is_file() else None,
+            size=size,
+        )
+        if size is None:
+            # Without the image the lines cannot become pixels: counted with the file's problem.
+            lines = _count_lines(label) if label.is_file() else 0
+            report.unparsed["missing-image" if sample.image is None else "unreadable-image"] += lines
+        elif label.is_file():
+            text = label.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+            sample.labels = parse_yolo_obb_lines(text, label, names, size, options.strict, report.labels)
+            if options.classes is not None:
+                drop_unknown_classes(sample, set(options.classes), report, options.strict)
+        else:
+            out.images_without_labels.append(image.stem)
+        out.samples.append(sample)
+    if (root / "labels").is_dir():
+        used = {image_to_label_path(p).resolve() for p in images}
+        for orphan in sorted((root / "labels").rglob("*.txt")):
+            if orphan.resolve() not in used:
+                n = _count_lines(orphan)
+                record_issue(
+                    report.labels,
+                    options.strict,
+                    orphan,
+                    0,
+                    "missing-image",
+                    f"label file without an image ({n} object line(s) not converted)",
+                )
+                report.unparsed["missing-image"] += n
+    return out
