@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..classes import load_class_list, write_class_file
+from ..classes import KNOWN_CLASS_LISTS, load_class_list, write_class_file
 from ..geometry import poly_area, poly_to_obb
 from ..image_io import index_images
 from ..labels import DotaObject, LabelFile, LabelIssue, read_dota_label, write_dota_label
@@ -398,10 +398,7 @@ def _class_list(spec: str | Path | None) -> tuple[tuple[str, ...] | None, Path |
     that does not exist yet is created from the names found."""
     if spec is None:
         return None, None
-    if (
-        str(spec).lower() in ("dota1.0", "dota1.5", "dota2.0", "hrsc2016", "synthetic")
-        or Path(spec).is_file()
-    ):
+    if str(spec).lower() in KNOWN_CLASS_LISTS or Path(spec).is_file():
         return load_class_list(spec), None
     return None, Path(spec)
 
