@@ -172,3 +172,25 @@ def test_real_round_trip_within_0_01_px(shared_data: Path, tmp_path: Path, datas
     assert worst < 0.01
     if dataset == "dota_examples":
         assert len(clipped) == 1  # one real object reaches outside its image: clamped, reported
+
+
+def test_class_list_fixes_the_indices(shared_data: Path, tmp_path: Path) -> None:
+    src = real_subset(shared_data / "dota_examples", tmp_path / "src", 2)  # P0075, P0168
+    report = dota_to_yolo_obb(src, tmp_path / "y", classes="dota1.0")
+    names = yaml.safe_load((tmp_path / "y/data.yaml").read_text())["names"]
+    assert names[6] == "ship" and len(names) == 15 and report.classes[6] == "ship"
+    for stem in report.written:
+        expected = [
+            names_index
+            for names_index in (
+                list(names.values()).index(c)
+                for c in read_dota_label(src / "labelTxt" / f"{stem}.txt").class_names()
+            )
+        ]
+        got = [
+            int(line.split()[0]) for line in (tmp_path / "y/labels" / f"{stem}.txt").read_text().splitlines()
+        ]
+        assert got == expected
+    made = tmp_path / "made/classes.txt"
+    dota_to_yolo_obb(src, tmp_path / "z", classes=made)  # absent: created from the names found, sorted
+    assert made.read_text().split() == sorted(set(report.labels.per_class))

@@ -5,11 +5,13 @@
 | :mod:`.rolabelimg` | roLabelImg XML | roLabelImg XML |
 | :mod:`.hrsc` | HRSC2016 XML | - |
 | :mod:`.dior` | DIOR-R XML | - |
-| :mod:`.yolo_obb` | Ultralytics YOLO-OBB txt + data.yaml | YOLO-OBB (:func:`.dataset.dota_to_yolo_obb`) |
+| :mod:`.yolo_obb` | Ultralytics YOLO-OBB txt + data YAML | YOLO-OBB (:func:`.dataset.dota_to_yolo_obb`) |
 | :mod:`.labelme` | LabelMe JSON | - |
 | :mod:`.cvat` | CVAT for images 1.1 XML | CVAT for images 1.1 XML |
 
-:mod:`.xml_io` is the one safe XML reader (defusedxml) they share; :mod:`.common` the image checks
-and the counts; :mod:`.dataset` drives a folder conversion (``tools/convert_dataset.py``);
-:mod:`.check` reports on a data set in any of these formats (``--check``). No torch.
+Each module parses its files and reads its own folder layout (``read_*_folder``,
+``read_yolo_obb_dataset``, ``read_cvat_export``) into :class:`.common.Sample` s. :mod:`.xml_io` is
+the one safe XML reader (defusedxml) they share; :mod:`.common` holds the samples, image checks and
+counts; :mod:`.dataset` drives a conversion (``tools/convert_dataset.py``); :mod:`.check` reports on
+a data set in any of these formats (``--check``). No torch.
 """
