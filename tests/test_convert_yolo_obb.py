@@ -194,3 +194,12 @@ def test_class_list_fixes_the_indices(shared_data: Path, tmp_path: Path) -> None
     made = tmp_path / "made/classes.txt"
     dota_to_yolo_obb(src, tmp_path / "z", classes=made)  # absent: created from the names found, sorted
     assert made.read_text().split() == sorted(set(report.labels.per_class))
+
+
+def test_empty_split_files_are_not_used_by_data_yaml(shared_data: Path, tmp_path: Path) -> None:
+    src = _small_dota(shared_data, tmp_path)
+    (src / "val.txt").write_text("")  # make_splits writes an empty test.txt the same way
+    (src / "test.txt").write_text((src / "trainval.txt").read_text().split()[0] + "\n")
+    dota_to_yolo_obb(src, tmp_path / "y")
+    data = yaml.safe_load((tmp_path / "y/data.yaml").read_text())
+    assert data["train"] == "trainval.txt" and data["val"] == "test.txt" and "test" not in data

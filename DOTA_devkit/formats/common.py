@@ -61,6 +61,9 @@ FILE_KINDS: frozenset[str] = frozenset(
     {"malformed-xml", "malformed-json", "malformed-file", "missing-image", "unreadable-image", "duplicate-id"}
 )
 
+#: Note kinds logged at INFO (counted in the summary): expected changes of shape, not problems.
+QUIET_NOTES: frozenset[str] = frozenset({"approximated", "clipped"})
+
 #: Threads decoding images (OpenCV releases the GIL while decoding).
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -169,8 +172,10 @@ class ConversionReport:
         if strict and kind == "size-mismatch":
             raise LabelError(str(issue))
         self.notes.append(issue)
-        # Approximations are expected when boxes go to a box-only format: logged, not warned.
-        logger.log(logging.INFO if kind == "approximated" else logging.WARNING, "note: %s", issue)
+        # Expected, frequent changes of shape (box-only formats, YOLO's [0, 1] range) are logged at
+        # INFO and counted in the summary; the others are warnings.
+        level = logging.INFO if kind in QUIET_NOTES else logging.WARNING
+        logger.log(level, "note: %s", issue)
 
     def balanced(self) -> bool:
         """True when read == written + skipped holds for objects and files."""

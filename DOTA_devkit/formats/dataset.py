@@ -380,13 +380,21 @@ def _finish_yolo(
     for split, members in splits.items():
         write_image_list(t.dst / f"{split}.txt", [ids[i] for i in members])
     write_image_list(t.dst / "all.txt", list(ids.values()))
-    train, val = choose_train_val(splits, train_split, val_split)
+    nonempty = {name: members for name, members in splits.items() if members}
+    for name in (train_split, val_split):
+        if name is not None and name not in nonempty:
+            logger.warning("split %r has no written image: Ultralytics cannot use it", name)
+    train, val = choose_train_val(
+        nonempty,
+        train_split if train_split in nonempty else None,
+        val_split if val_split in nonempty else None,
+    )
     if train is None:
         logger.warning("no train split found: data.yaml trains on all images (all.txt)")
     if val is None:
         logger.warning("no val split found: data.yaml validates on the training images")
     train_file = f"{train}.txt" if train else "all.txt"
-    test = "test.txt" if "test" in splits and val != "test" else None
+    test = "test.txt" if "test" in nonempty and val != "test" else None
     write_data_yaml(
         t.dst / "data.yaml", t.dst, t.classes, train_file, f"{val}.txt" if val else train_file, test
     )
