@@ -138,6 +138,7 @@ class ConversionReport:
     images_without_labels: list[str] = field(default_factory=list)
     notes: list[LabelIssue] = field(default_factory=list)
     written: list[str] = field(default_factory=list)  # image ids written
+    written_per_class: Counter[str] = field(default_factory=Counter)
     classes: tuple[str, ...] = ()
     files_read: int = 0
 
@@ -242,12 +243,13 @@ def check_image(sample: Sample, report: ConversionReport, strict: bool) -> bool:
     """
     kind, message = "", ""
     size = sample.size
+    lost = f"{len(sample.labels.objects)} object(s) not converted"
     if sample.image is None:
-        kind, message = "missing-image", f"no image found for {sample.image_id}"
+        kind, message = "missing-image", f"no image found for {sample.image_id} ({lost})"
     elif size is None:
         decoded = image_size(sample.image)
         if decoded is None:
-            kind, message = "unreadable-image", f"cannot decode image {sample.image}"
+            kind, message = "unreadable-image", f"cannot decode image {sample.image} ({lost})"
         else:
             size = sample.size = decoded[:2]
     if kind or size is None:

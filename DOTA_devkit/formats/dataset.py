@@ -428,6 +428,7 @@ def convert_dataset(
     cvat_shape: str = "polygon",
     progress: bool = True,
     workers: int = DEFAULT_WORKERS,
+    check_images: bool = True,
 ) -> ConversionReport:
     """Convert a data set from ``from_format`` to ``to_format`` (one of them ``dota``, or both).
 
@@ -448,6 +449,9 @@ def convert_dataset(
         min_score: task1 input: detections below it are left out (counted).
         cvat_shape: ``polygon`` (exact) or ``box`` (rotated boxes) for ``cvat`` output.
         workers: threads decoding the images (OpenCV releases the GIL while decoding).
+        check_images: False converts labels without looking at images (no image is written, no
+            ``<size>`` / image size is known: not possible for ``yolo-obb``, whose coordinates
+            need it).
     Returns:
         the report: read = written + skipped, for files and objects (``report.balanced()``).
     Raises:
@@ -460,7 +464,11 @@ def convert_dataset(
         raise ValueError("one side of a conversion must be dota (convert to DOTA first, then from it)")
     if from_format == to_format == "dota":
         raise ValueError("--from dota needs --to another format")
+    if not check_images and to_format == "yolo-obb":
+        raise ValueError("yolo-obb output needs the images: their sizes normalise the coordinates")
     mode = image_mode or ("symlink" if to_format == "yolo-obb" else "copy")
+    if not check_images:
+        mode = "none"
     if mode not in IMAGE_MODES:
         raise ValueError(f"image mode {mode!r} is not one of {', '.join(IMAGE_MODES)}")
     if to_format == "cvat" and cvat_shape not in CVAT_SHAPES:
@@ -488,13 +496,15 @@ def convert_dataset(
     dst = Path(dst)
     _prepare(to_format, dst, mode)
     target = _Target(dst, tuple(names), mode, report, strict, cvat_shape)
-    decode_sizes(data.samples, workers)
+    if check_images:
+        decode_sizes(data.samples, workers)
     for sample in tqdm(data.samples, desc=f"{from_format} -> {to_format}", disable=not progress, leave=False):
-        if not check_image(sample, report, strict):
+        if check_images and not check_image(sample, report, strict):
             continue
         _WRITERS[to_format](target, sample)
         report.files_written += 1
         report.objects_written += len(sample.labels.objects)
+        report.written_per_class.update(o.class_name for o in sample.labels.objects)
         report.written.append(sample.image_id)
     _finish(to_format, target, all_splits, train_split, val_split)
     if data.images_without_labels:
