@@ -257,7 +257,7 @@ def accept_object(
 
 
 def write_xml(path: str | Path, root: ET.Element) -> None:
-    """Write an element tree as indented UTF-8 XML, atomically (temporary file + rename)."""
+    """Write an element tree as indented UTF-8 XML, atomically (temporary file, fsync, rename)."""
     path = Path(path)
     tree = ET.ElementTree(root)
     ET.indent(tree, space="  ")
@@ -266,6 +266,8 @@ def write_xml(path: str | Path, root: ET.Element) -> None:
         with open(tmp, "wb") as f:
             tree.write(f, encoding="utf-8", xml_declaration=False)
             f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
