@@ -286,6 +286,8 @@ def place_image(src: Path, dst: Path, mode: str = "copy") -> None:
             os.symlink(src.resolve(), tmp)
         else:
             shutil.copyfile(src, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, dst)
     finally:
         if tmp.exists() or tmp.is_symlink():
