@@ -33,7 +33,7 @@ along ``w``), written as a ``robndbox``. Rectangles survive DOTA -> XML -> DOTA 
 first corner may change); other quadrilaterals become their minimum-area rectangle (counted).
 
 Bad input is never dropped silently and never crashes a batch: a malformed or unsafe XML
-(entity declarations are refused, see :mod:`DOTA_devkit.xml_io`), a missing field, NaN, a zero or
+(entity declarations are refused, see :mod:`DOTA_devkit.formats.xml_io`), a missing field, NaN, a zero or
 negative size, an unknown class or an XML without its image is recorded in a
 :class:`~DOTA_devkit.labels.LabelReport` with file, line and object index, logged, skipped and
 counted; ``strict=True`` raises :class:`~DOTA_devkit.labels.LabelError` instead.
@@ -42,21 +42,34 @@ counted; ``strict=True`` raises :class:`~DOTA_devkit.labels.LabelError` instead.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
 
-from .classes import read_class_file, write_class_file
-from .geometry import obb_to_poly, poly_area, poly_to_obb
-from .image_io import IMAGE_EXTENSIONS, index_images
-from .labels import DotaObject, LabelFile, LabelReport, read_dota_label, write_dota_label
+from ..geometry import obb_to_poly, poly_to_obb
+from ..image_io import IMAGE_EXTENSIONS, index_images
+from ..labels import (
+    DotaObject,
+    LabelFile,
+    LabelIssue,
+    LabelReport,
+)
+from .common import (
+    ConversionReport,
+    ReadOptions,
+    Sample,
+    SourceData,
+    find_image,
+    image_size,
+    place_image,
+    record_malformed,
+    xml_files,
+)
 from .xml_io import (
     FieldError,
     XmlError,
@@ -88,6 +101,7 @@ __all__ = [
     "place_image",
     "convert_rolabelimg_to_dota",
     "convert_dota_to_rolabelimg",
+    "read_rolabelimg_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,11 +130,18 @@ class ConversionSummary:
     images: int = 0  # images copied or linked
     approximated: int = 0  # non-rectangular polygons written as their min-area rectangle
     classes: tuple[str, ...] = ()
+    notes: list[LabelIssue] = field(default_factory=list)  # kept but reported: size-mismatch
+    images_without_labels: list[str] = field(default_factory=list)  # --to-xml: image ids with no labelTxt
 
     def summary(self) -> str:
         s = f"wrote {len(self.written)} file(s), {self.images} image(s); {self.report.summary()}"
         if self.approximated:
             s += f"; {self.approximated} non-rectangular polygon(s) written as min-area rectangles"
+        if self.notes:
+            s += f"; {len(self.notes)} image(s) whose size differs from the XML's <size> (kept)"
+        if self.images_without_labels:
+            n = len(self.images_without_labels)
+            s += f"; {n} image(s) without a label file (written without objects)"
         return s
 
 
@@ -183,7 +204,7 @@ def parse_rolabelimg(
     """Objects of a parsed roLabelImg ``<annotation>``.
 
     Args:
-        root: the root element (:func:`DOTA_devkit.xml_io.parse_xml_file`).
+        root: the root element (:func:`DOTA_devkit.formats.xml_io.parse_xml_file`).
         path: shown in messages.
         classes: when given, other class names are reported as ``unknown-class`` and skipped.
         strict: raise :class:`LabelError` on the first problem instead of skipping.
@@ -293,83 +314,25 @@ def write_rolabelimg_xml(
     write_xml(path, build_rolabelimg_xml(objects, filename, size, path.parent.name, image_path))
 
 
-# ----------------------------------------------------------------------------------- images
-
-
-def find_image(index: dict[str, Path], stem: str, filename: str | None = None) -> Path | None:
-    """The image of a label file: by the label file's stem first, then by the XML ``<filename>``
-    (with or without its suffix). None when not found."""
-    if stem in index:
-        return index[stem]
-    if filename:
-        name = Path(filename.replace("\\", "/")).name
-        base, suffix = os.path.splitext(name)
-        key = base if suffix.lower() in IMAGE_EXTENSIONS else name
-        if key in index:
-            return index[key]
-    return None
-
-
-def image_size(path: str | Path) -> tuple[int, int, int] | None:
-    """``(width, height, depth)`` of an image file (decoded with OpenCV); None when unreadable."""
-    import cv2  # only the DOTA -> XML direction needs it
-
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        return None
-    depth = 1 if img.ndim == 2 else int(img.shape[2])
-    return int(img.shape[1]), int(img.shape[0]), depth
-
-
-def place_image(src: Path, dst: Path, link: bool = False) -> None:
-    """Copy ``src`` to ``dst`` atomically, or hard-link it (symlink across file systems) with ``link``.
-
-    Nothing happens when ``dst`` already is ``src``.
-    """
-    if dst.exists() and os.path.samefile(src, dst):
-        return
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        if link:
-            try:
-                os.link(src, tmp)
-            except OSError:
-                os.symlink(src.resolve(), tmp)
-        else:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
-
-
 # ------------------------------------------------------------------------------ folder conversion
-def _load_classes(classes_file: str | Path | None) -> tuple[str, ...] | None:
-    if classes_file is None or not Path(classes_file).exists():
-        return None
-    return read_class_file(classes_file)
+def _summary(report: ConversionReport) -> ConversionSummary:
+    """The roLabelImg tool's view of a :func:`~.dataset.convert_dataset` report: ``report.objects``
+    counts the objects written, ``report.issues`` every skipped file and object."""
+    labels = LabelReport(report.labels.files, report.objects_written,
+                         report.labels.issues + report.drop_issues, Counter(report.written_per_class))
+    return ConversionSummary(
+        report=labels,
+        written=list(report.written),
+        images=report.images_written,
+        approximated=sum(n.kind == "approximated" for n in report.notes),
+        classes=report.classes,
+        notes=[n for n in report.notes if n.kind == "size-mismatch"],
+        images_without_labels=list(report.images_without_labels),
+    )
 
 
-def _save_classes(classes_file: str | Path | None, dst_file: Path, used: tuple[str, ...] | None,
-                  found: list[str]) -> tuple[str, ...]:
-    """Write the class list beside the output (and create ``classes_file`` when it did not exist).
-
-    A list created from the data is sorted alphabetically: it does not depend on file order.
-    """
-    names = used if used is not None else tuple(sorted(found))
-    if not names:
-        logger.warning("no objects kept: no class list written")
-        return ()
-    if classes_file is not None and used is None:
-        Path(classes_file).parent.mkdir(parents=True, exist_ok=True)
-        write_class_file(classes_file, names)
-        logger.info("created class file %s (%d classes, alphabetical)", classes_file, len(names))
-    write_class_file(dst_file, names)
-    return names
+def _image_mode(link: bool, labels_only: bool) -> str:
+    return "none" if labels_only else ("link" if link else "copy")
 
 
 def convert_rolabelimg_to_dota(
@@ -382,10 +345,12 @@ def convert_rolabelimg_to_dota(
     labels_only: bool = False,
     progress: bool = True,
 ) -> ConversionSummary:
-    """Convert a folder of roLabelImg XML files into a DOTA data set folder.
+    """Convert a folder of roLabelImg XML files into a DOTA data set folder
+    (:func:`~.dataset.convert_dataset` with ``from_format="rolabelimg"``).
 
     Writes ``dst/labelTxt/<xml stem>.txt``, ``dst/images/<xml stem><suffix>`` (copied, or linked
-    with ``link``) and ``dst/classes.txt``.
+    with ``link``) and ``dst/classes.txt``. Images are decoded: an unreadable one skips its XML
+    (``unreadable-image``); one whose size differs from ``<size>`` is a note (``summary.notes``).
 
     Args:
         src: folder of ``*.xml`` files (not recursive).
@@ -398,48 +363,12 @@ def convert_rolabelimg_to_dota(
     Returns:
         the summary; every skipped file and object is in ``summary.report.issues``.
     """
-    src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise FileNotFoundError(f"source folder not found: {src}")
-    xml_files = sorted(p for p in src.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
-    if not xml_files:
-        raise FileNotFoundError(f"no .xml files in {src}")
-    classes = _load_classes(classes_file)
-    index = {} if labels_only else index_images(Path(image_dir) if image_dir is not None else src)
-    (dst / "labelTxt").mkdir(parents=True, exist_ok=True)
-    if not labels_only:
-        (dst / "images").mkdir(parents=True, exist_ok=True)
-    out = ConversionSummary()
-    report = out.report
-    for xml_path in tqdm(xml_files, desc="roLabelImg -> DOTA", disable=not progress, leave=False):
-        try:
-            root = parse_xml_file(xml_path)
-            if root.tag != "annotation":
-                raise XmlError(f"{xml_path}: not a roLabelImg annotation (root element <{root.tag}>)")
-        except XmlError as e:
-            message = str(e).removeprefix(f"{xml_path}: ")
-            record_issue(report, strict, xml_path, e.line, "malformed-xml", message)
-            continue
-        image = None
-        if not labels_only:
-            image = find_image(index, xml_path.stem, child_text(root, "filename"))
-            if image is None:
-                record_issue(report, strict, xml_path, 0, "missing-image",
-                             f"no image {xml_path.stem}.* (or <filename>) in {image_dir or src}")
-                continue
-        ann = parse_rolabelimg(root, xml_path, classes, strict, report)
-        write_dota_label(dst / "labelTxt" / f"{xml_path.stem}.txt", ann.labels.objects)
-        out.written.append(xml_path.stem)
-        if image is not None:
-            place_image(image, dst / "images" / f"{xml_path.stem}{image.suffix}", link)
-            out.images += 1
-    out.classes = _save_classes(classes_file, dst / "classes.txt", classes, list(report.per_class))
-    logger.info("roLabelImg -> DOTA: %s", out.summary())
-    return out
+    from .dataset import convert_dataset  # the driver imports this module's readers and writers
 
-
-def _dota_label_dir(src: Path) -> Path:
-    return src / "labelTxt" if (src / "labelTxt").is_dir() else src
+    report = convert_dataset(src, dst, "rolabelimg", "dota", classes=classes_file, image_dir=image_dir,
+                             strict=strict, image_mode=_image_mode(link, labels_only),
+                             check_images=not labels_only, progress=progress)
+    return _summary(report)
 
 
 def convert_dota_to_rolabelimg(
@@ -452,10 +381,13 @@ def convert_dota_to_rolabelimg(
     labels_only: bool = False,
     progress: bool = True,
 ) -> ConversionSummary:
-    """Convert DOTA labelTxt files into roLabelImg XML, with the images beside them.
+    """Convert DOTA labelTxt files into roLabelImg XML, with the images beside them
+    (:func:`~.dataset.convert_dataset` with ``to_format="rolabelimg"``).
 
     Writes ``dst/<id>.xml`` and ``dst/<id><suffix>`` (the image, copied or linked): open ``dst`` in
-    roLabelImg to fix the labels, then convert back with :func:`convert_rolabelimg_to_dota`.
+    roLabelImg to fix the labels, then convert back with :func:`convert_rolabelimg_to_dota`. Images
+    without a label file are listed in ``summary.images_without_labels`` and written with an
+    empty XML (ready to be labelled).
 
     Args:
         src: a data set folder holding ``labelTxt/`` (and ``images/``), or a labelTxt folder.
@@ -464,48 +396,34 @@ def convert_dota_to_rolabelimg(
         image_dir: default ``src/images``, or ``../images`` beside a labelTxt folder.
         labels_only: write XML without looking for images (no ``<size>``, no ``missing-image`` skips).
     """
-    src, dst = Path(src), Path(dst)
-    label_dir = _dota_label_dir(src)
-    if not label_dir.is_dir():
-        raise FileNotFoundError(f"label folder not found: {label_dir}")
-    label_files = sorted(p for p in label_dir.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
-    if not label_files:
+    from .dataset import convert_dataset  # the driver imports this module's readers and writers
+
+    label_dir = Path(src) / "labelTxt" if (Path(src) / "labelTxt").is_dir() else Path(src)
+    if not any(label_dir.glob("*.txt")) and label_dir.is_dir():
         raise FileNotFoundError(f"no .txt label files in {label_dir}")
-    if image_dir is None:
-        image_dir = label_dir.parent / "images"
-    classes = _load_classes(classes_file)
-    index = {} if labels_only else index_images(Path(image_dir))
-    dst.mkdir(parents=True, exist_ok=True)
-    out = ConversionSummary()
-    report = out.report
-    for label_path in tqdm(label_files, desc="DOTA -> roLabelImg", disable=not progress, leave=False):
-        stem = label_path.stem
-        image = None if labels_only else find_image(index, stem)
-        size = None
-        if not labels_only:
-            size = image_size(image) if image is not None else None
-            if image is None or size is None:
-                why = "no image" if image is None else f"unreadable image {image}"
-                record_issue(report, strict, label_path, 0, "missing-image",
-                             f"{why} for {stem} in {image_dir}")
-                continue
-        labels = read_dota_label(label_path, classes, strict, report)
-        polys = labels.polygons()
-        if len(polys):
-            boxes = polygons_to_robndboxes(polys)
-            rect_area = boxes[:, 2] * boxes[:, 3]
-            out.approximated += int(np.sum(poly_area(polys) < RECTANGLE_AREA_RATIO * rect_area))
-        image_name = ""
-        if image is not None:
-            image_name = f"{stem}{image.suffix}"
-            place_image(image, dst / image_name, link)
-            out.images += 1
-        write_rolabelimg_xml(dst / f"{stem}.xml", labels.objects, stem, size,
-                             str((dst / image_name).resolve()) if image_name else "")
-        out.written.append(stem)
-    out.classes = classes if classes is not None else tuple(sorted(report.per_class))
+    classes = classes_file if classes_file is not None and Path(classes_file).exists() else None
+    report = convert_dataset(src, dst, "dota", "rolabelimg", classes=classes, image_dir=image_dir,
+                             strict=strict, image_mode=_image_mode(link, labels_only),
+                             check_images=not labels_only, progress=progress)
+    out = _summary(report)
     if out.approximated:
         logger.warning("%d polygon(s) were not rectangles (area < %.0f%% of their min-area rectangle); "
                        "written as their min-area rectangle", out.approximated, 100 * RECTANGLE_AREA_RATIO)
-    logger.info("DOTA -> roLabelImg: %s", out.summary())
+    return out
+
+
+def read_rolabelimg_folder(src: Path, options: ReadOptions, report: ConversionReport) -> SourceData:
+    """Every ``*.xml`` of ``src`` as a :class:`~.common.Sample`; images beside them or in
+    ``options.image_dir`` (by the XML's name, then its ``<filename>``); ``<size>`` is the declared size."""
+    index = index_images(options.image_dir or src)
+    out = SourceData()
+    for path in xml_files(src):
+        try:
+            ann = parse_rolabelimg(parse_xml_file(path), path, options.classes, options.strict, report.labels)
+        except XmlError as e:
+            record_malformed(report, options.strict, path, e, "malformed-xml")
+            continue
+        size = ann.size[:2] if ann.size else None
+        image = find_image(index, path.stem, ann.filename)
+        out.samples.append(Sample(path.stem, ann.labels, path, image, size))
     return out

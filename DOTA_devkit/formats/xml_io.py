@@ -24,8 +24,8 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 from numpy.typing import NDArray
 
-from .geometry import poly_area
-from .labels import MIN_POLYGON_AREA, DotaObject, LabelError, LabelFile, LabelIssue, LabelReport
+from ..geometry import poly_area
+from ..labels import MIN_POLYGON_AREA, DotaObject, LabelError, LabelFile, LabelIssue, LabelReport
 
 __all__ = [
     "XmlError",
@@ -257,7 +257,7 @@ def accept_object(
 
 
 def write_xml(path: str | Path, root: ET.Element) -> None:
-    """Write an element tree as indented UTF-8 XML, atomically (temporary file + rename)."""
+    """Write an element tree as indented UTF-8 XML, atomically (temporary file, fsync, rename)."""
     path = Path(path)
     tree = ET.ElementTree(root)
     ET.indent(tree, space="  ")
@@ -266,6 +266,8 @@ def write_xml(path: str | Path, root: ET.Element) -> None:
         with open(tmp, "wb") as f:
             tree.write(f, encoding="utf-8", xml_declaration=False)
             f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
