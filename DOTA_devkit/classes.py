@@ -5,10 +5,11 @@ Order matters: a class's index in its list is its channel in the ``hm`` head.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-__all__ = ["DOTA_V1_0", "DOTA_V1_5", "DOTA_V2_0", "HRSC2016", "SYNTHETIC", "KNOWN_CLASS_LISTS",
+from .atomic import atomic_write_text
+
+__all__ = ["DOTA_V1_0", "DOTA_V1_5", "DOTA_V2_0", "HRSC2016", "DIOR_R", "SYNTHETIC", "KNOWN_CLASS_LISTS",
            "load_class_list", "read_class_file", "write_class_file"]
 
 DOTA_V1_0: tuple[str, ...] = (
@@ -19,6 +20,12 @@ DOTA_V1_0: tuple[str, ...] = (
 DOTA_V1_5: tuple[str, ...] = DOTA_V1_0 + ("container-crane",)
 DOTA_V2_0: tuple[str, ...] = DOTA_V1_5 + ("airport", "helipad")
 HRSC2016: tuple[str, ...] = ("ship",)
+#: DIOR-R's 20 classes, in its paper's order, spelled as its annotation files spell them.
+DIOR_R: tuple[str, ...] = (
+    "airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "dam",
+    "Expressway-Service-area", "Expressway-toll-station", "golffield", "groundtrackfield", "harbor",
+    "overpass", "ship", "stadium", "storagetank", "tenniscourt", "trainstation", "vehicle", "windmill",
+)
 #: Classes drawn by :mod:`bbavectors.data.synthetic`.
 SYNTHETIC: tuple[str, ...] = ("plane", "ship", "small-vehicle", "large-vehicle", "storage-tank")
 
@@ -27,6 +34,7 @@ KNOWN_CLASS_LISTS: dict[str, tuple[str, ...]] = {
     "dota1.5": DOTA_V1_5,
     "dota2.0": DOTA_V2_0,
     "hrsc2016": HRSC2016,
+    "dior-r": DIOR_R,
     "synthetic": SYNTHETIC,
 }
 
@@ -53,9 +61,7 @@ def read_class_file(path: str | Path) -> tuple[str, ...]:
 def write_class_file(path: str | Path, names: tuple[str, ...] | list[str]) -> None:
     """Write one class per line, atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(f"{n}\n" for n in names))
 
 
 def load_class_list(spec: str | Path) -> tuple[str, ...]:

@@ -42,7 +42,6 @@ import difflib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from .atomic import atomic_write_text
 from .image_io import IMAGE_EXTENSIONS, write_image_atomic
 from .labels import LabelFile, LabelReport, read_dota_label
 from .polygon_clip import quad_iou
@@ -560,9 +560,7 @@ def write_result_json(path: str | Path, result: Task1Result, extra: Mapping[str,
     """``result.to_dict()`` (plus ``extra``) as JSON, atomically."""
     path = Path(path)
     data = {**(extra or {}), **result.to_dict()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 # ----------------------------------------------------------------------------------- PR pictures

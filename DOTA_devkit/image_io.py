@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from .atomic import atomic_path
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -80,18 +82,13 @@ def read_image_bgr(path: str | Path) -> NDArray[np.uint8]:
 
 def write_image_atomic(path: str | Path, image: NDArray[np.uint8]) -> None:
     """Encode ``image`` (``(H, W)`` or ``(H, W, 3)`` uint8, BGR) by the path's suffix and write it
-    atomically (temporary file in the same folder + ``os.replace``)."""
+    atomically (:func:`DOTA_devkit.atomic.atomic_path`)."""
     path = Path(path)
     ok, buf = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode the image")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         buf.tofile(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def list_images(folder: str | Path) -> dict[str, Path]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_text
 from .image_io import list_images
 from .labels import LabelReport, read_dota_label
 
@@ -233,9 +233,7 @@ def write_image_set_files(out_dir: str | Path, splits: Mapping[str, Sequence[str
     written = []
     for name, ids in splits.items():
         path = out_dir / f"{name}.txt"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(f"{i}\n" for i in ids))
         written.append(path)
     return written
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
+from .atomic import atomic_write_text
 
 __all__ = [
     "DotaObject",
@@ -440,7 +441,7 @@ def write_dota_label(
     imagesource: str | None = None,
     gsd: float | None = None,
 ) -> None:
-    """Write a labelTxt file atomically (temporary file + rename), LF line endings."""
+    """Write a labelTxt file atomically (temporary file, fsync, rename), LF line endings."""
     path = Path(path)
     lines = []
     if imagesource is not None:
@@ -448,7 +449,4 @@ def write_dota_label(
     if gsd is not None:
         lines.append(f"gsd:{gsd}")
     lines += [format_dota_line(o.polygon, o.class_name, o.difficult) for o in objects]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from .atomic import atomic_path, atomic_write_text
 
 __all__ = [
     "ClassDetections",
@@ -321,17 +322,6 @@ def _format_lines(dets: ClassDetections) -> str:
     return "".join(f"{i} " + " ".join(map(repr, r)) + "\n" for i, r in zip(dets.image_ids, rows))
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_task1_file(path: str | Path, dets: ClassDetections) -> None:
     """Write one Task1 file atomically (floats kept exactly)."""
     for image_id in dets.image_ids:
@@ -339,7 +329,7 @@ def write_task1_file(path: str | Path, dets: ClassDetections) -> None:
             raise ValueError(f"image id {image_id!r} must be non-empty without whitespace")
     if not (np.isfinite(dets.scores).all() and np.isfinite(dets.polygons).all()):
         raise ValueError(f"{path}: detections contain NaN or inf")
-    _write_text_atomic(Path(path), _format_lines(dets))
+    atomic_write_text(Path(path), _format_lines(dets))
 
 
 def write_task1_dir(det_dir: str | Path, dets: Mapping[str, ClassDetections], classes: Sequence[str]) -> Path:
@@ -383,17 +373,11 @@ def zip_task1_dir(det_dir: str | Path, zip_path: str | Path, classes: Sequence[s
     else:
         names = [task1_file_name(c) for c in classes]
     zip_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name in names:
-                src = det_dir / name
-                if src.is_file():
-                    zf.write(src, arcname=name)
-                else:
-                    zf.writestr(name, "")
-        os.replace(tmp, zip_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in names:
+            src = det_dir / name
+            if src.is_file():
+                zf.write(src, arcname=name)
+            else:
+                zf.writestr(name, "")
     return zip_path

@@ -275,3 +275,9 @@ def test_check_lists_yolo_label_files_without_images(tmp_path: Path) -> None:
     c = check_dataset("yolo-obb", root)
     assert c.images == 1 and c.objects == 1 and c.labels_without_images == ["lost"]
     assert c.short_side[50] == pytest.approx(36) and c.long_side[50] == pytest.approx(40)
+
+
+def test_dior_class_list_is_a_known_list() -> None:
+    from DOTA_devkit.classes import load_class_list
+
+    assert load_class_list("dior-r") == DIOR_R_CLASSES and len(DIOR_R_CLASSES) == 20

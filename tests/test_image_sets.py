@@ -192,14 +192,17 @@ def test_split_files_written_outside_a_read_only_data_set(tmp_path: Path, capsys
     for p in modes:
         p.chmod(stat.S_IMODE(modes[p]) & ~0o222)
     if os.access(data, os.W_OK):  # root writes anyway: make writes into the data set fail as they would
-        real_write_text = Path.write_text
+        import DOTA_devkit.atomic as atomic_module
 
-        def read_only(self: Path, *args: object, **kwargs: object) -> int:
-            if data in self.parents:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real_write_text(self, *args, **kwargs)  # type: ignore[arg-type]
+        real_open = open
 
-        monkeypatch.setattr(Path, "write_text", read_only)
+        def read_only(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+            if "w" in mode and data in Path(str(file)).parents:
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+        # Every writer goes through DOTA_devkit.atomic: make its opens inside the data set fail.
+        monkeypatch.setattr(atomic_module, "open", read_only, raising=False)
     before = sorted(p.name for p in data.rglob("*"))
     try:
         assert tool.main(["--data", str(data), "--val", "0.2"]) == 2

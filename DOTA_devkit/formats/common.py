@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..image_io import IMAGE_EXTENSIONS, index_images
 from ..labels import LabelError, LabelFile, LabelIssue, LabelReport
 from .xml_io import record_issue
@@ -275,8 +276,7 @@ def place_image(src: Path, dst: Path, mode: str = "copy") -> None:
         raise ValueError(f"image mode {mode!r} is not one of copy, link, symlink")
     if dst.exists() and os.path.samefile(src, dst):
         return
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(dst) as tmp:
         if mode == "link":
             try:
                 os.link(src, tmp)
@@ -286,12 +286,6 @@ def place_image(src: Path, dst: Path, mode: str = "copy") -> None:
             os.symlink(src.resolve(), tmp)
         else:
             shutil.copyfile(src, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
 
 
 # ------------------------------------------------------------------ helpers of the folder readers

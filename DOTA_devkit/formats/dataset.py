@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import atomic_write_text
 from ..classes import KNOWN_CLASS_LISTS, load_class_list, write_class_file
 from ..geometry import poly_area, poly_to_obb
 from ..image_io import index_images
@@ -347,9 +348,7 @@ def _finish(
 
 
 def _write_ids(path: Path, ids: Sequence[str]) -> None:
-    from .yolo_obb import _write_text
-
-    _write_text(path, "".join(f"{i}\n" for i in ids))
+    atomic_write_text(path, "".join(f"{i}\n" for i in ids))
 
 
 def choose_train_val(

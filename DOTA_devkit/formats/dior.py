@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from ..classes import DIOR_R as DIOR_R_CLASSES
 from ..geometry import normalize_corner_order
 from ..image_io import index_images
 from ..labels import LabelFile, LabelReport
@@ -59,13 +60,6 @@ from .xml_io import (
 )
 
 __all__ = ["DIOR_CORNER_TAGS", "DIOR_R_CLASSES", "read_dior_xml", "read_dior_image_size", "read_dior_folder"]
-
-#: DIOR's 20 classes, in its paper's order, spelled as its annotation files spell them.
-DIOR_R_CLASSES: tuple[str, ...] = (
-    "airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "dam",
-    "Expressway-Service-area", "Expressway-toll-station", "golffield", "groundtrackfield", "harbor",
-    "overpass", "ship", "stadium", "storagetank", "tenniscourt", "trainstation", "vehicle", "windmill",
-)
 
 #: The corner tags in polygon order.
 DIOR_CORNER_TAGS: tuple[str, ...] = (

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 from numpy.typing import NDArray
 
+from ..atomic import atomic_path
 from ..geometry import poly_area
 from ..labels import MIN_POLYGON_AREA, DotaObject, LabelError, LabelFile, LabelIssue, LabelReport
 
@@ -261,14 +261,6 @@ def write_xml(path: str | Path, root: ET.Element) -> None:
     path = Path(path)
     tree = ET.ElementTree(root)
     ET.indent(tree, space="  ")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            tree.write(f, encoding="utf-8", xml_declaration=False)
-            f.write(b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        tree.write(f, encoding="utf-8", xml_declaration=False)
+        f.write(b"\n")

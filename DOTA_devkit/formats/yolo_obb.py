@@ -23,7 +23,6 @@ writer clamps corners to the image (counted as ``clipped`` notes) and the reader
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
+from ..atomic import atomic_write_text
 from ..image_io import IMAGE_EXTENSIONS
 from ..labels import DotaObject, LabelFile, LabelReport
 from .common import (
@@ -214,7 +214,7 @@ def write_yolo_obb_labels(
         lines.append(line)
         if was_clipped:
             clipped.append(k)
-    _write_text(path, "".join(f"{line}\n" for line in lines))
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
     return clipped
 
 
@@ -227,22 +227,13 @@ def write_data_yaml(
     if test:
         data["test"] = test
     data["names"] = {i: n for i, n in enumerate(names)}
-    _write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
 def write_image_list(path: Path, images: Sequence[str]) -> None:
     """A split list: one ``./images/<file>`` per line (Ultralytics resolves ``./`` against the
     list's folder)."""
-    _write_text(path, "".join(f"./images/{name}\n" for name in images))
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"./images/{name}\n" for name in images))
 
 
 def _count_lines(path: Path) -> int:
