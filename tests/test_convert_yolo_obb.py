@@ -203,3 +203,24 @@ def test_empty_split_files_are_not_used_by_data_yaml(shared_data: Path, tmp_path
     dota_to_yolo_obb(src, tmp_path / "y")
     data = yaml.safe_load((tmp_path / "y/data.yaml").read_text())
     assert data["train"] == "trainval.txt" and data["val"] == "test.txt" and "test" not in data
+
+
+def test_regression_converted_objects_obey_the_label_parser_rules() -> None:
+    # Every reader funnels objects through accept_object: a bow-tie rectangle (TL, TR, BL, BR) is
+    # repaired, coordinates beyond any image and non-finite ones are refused, as DOTA_devkit.labels
+    # does for labelTxt (they used to pass through the XML / JSON converters).
+    from DOTA_devkit.formats.xml_io import accept_object
+    from DOTA_devkit.labels import LabelFile
+
+    report, labels = LabelReport(), LabelFile()
+    polys = {
+        "bow-tie": [100, 100, 300, 100, 100, 300, 300, 300],
+        "absurd": [0, 0, 1e200, 0, 1e200, 10, 0, 10],
+        "nan": [0, 0, float("nan"), 0, 10, 10, 0, 10],
+        "crossing non-rectangle": [0, 0, 100, 0, 10, 50, 120, 60],
+    }
+    kept = [accept_object(labels, report, False, "x.xml", k + 1, k + 1, np.array(p, dtype=np.float64),
+                          "ship", 0, None) for k, p in enumerate(polys.values())]
+    assert kept == [True, False, False, False]
+    np.testing.assert_allclose(labels.objects[0].polygon, [100, 100, 300, 100, 300, 300, 100, 300])
+    assert [r.kind for r in report.repairs] == ["bow-tie"]

@@ -25,7 +25,17 @@ from numpy.typing import NDArray
 
 from ..atomic import atomic_path
 from ..geometry import poly_area
-from ..labels import MIN_POLYGON_AREA, DotaObject, LabelError, LabelFile, LabelIssue, LabelReport
+from ..labels import (
+    MAX_ABS_COORDINATE,
+    MIN_POLYGON_AREA,
+    DotaObject,
+    LabelError,
+    LabelFile,
+    LabelIssue,
+    LabelReport,
+    is_self_intersecting,
+    untangle_rectangle,
+)
 
 __all__ = [
     "XmlError",
@@ -245,6 +255,26 @@ def accept_object(
         record_issue(report, strict, path, line, "unknown-class",
                      f"object {index}: class {class_name!r} is not in the class list ({len(known)} classes)")
         return False
+    coords = [float(v) for v in np.asarray(polygon, dtype=np.float64).reshape(8)]
+    # The same rules as the DOTA label parser, so a converted file never holds what it would refuse.
+    if not all(math.isfinite(v) for v in coords):
+        record_issue(report, strict, path, line, "non-finite",
+                     f"object {index} ({class_name}): NaN or inf corner")
+        return False
+    if max(abs(v) for v in coords) > MAX_ABS_COORDINATE:
+        record_issue(report, strict, path, line, "out-of-range",
+                     f"object {index} ({class_name}): corner beyond {MAX_ABS_COORDINATE:g} px")
+        return False
+    if is_self_intersecting(coords):
+        untangled = untangle_rectangle(coords)
+        if untangled is None:
+            record_issue(report, strict, path, line, "self-intersecting",
+                         f"object {index} ({class_name}): corners cross, no order of them is a rectangle")
+            return False
+        coords = untangled
+        repair = LabelIssue(str(path), line, "bow-tie", f"object {index}: rectangle corners reordered")
+        report.repairs.append(repair)
+    polygon = np.asarray(coords, dtype=np.float64)
     area = float(poly_area(polygon)[0])
     if area < MIN_POLYGON_AREA:
         record_issue(report, strict, path, line, "degenerate",
