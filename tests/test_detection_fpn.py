@@ -1,4 +1,5 @@
-"""Our trunks under torchvision's Faster R-CNN: one training step and inference on mixed sizes."""
+"""Our trunks under torchvision's Faster R-CNN (bbavectors.models.fpn): defaults, one training step and
+inference on mixed sizes."""
 
 from __future__ import annotations
 
@@ -10,14 +11,24 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.ops import FrozenBatchNorm2d
 
-from bbavectors.models import FPNBackbone, build_backbone, build_fpn_backbone
+from bbavectors.models import FPNBackbone, build_fpn_backbone
+
+
+def test_fpn_backbone_defaults_are_resnet_fpn_backbone_s() -> None:
+    # One entry point, one set of defaults: 3 trainable stages and FrozenBatchNorm2d.
+    backbone = build_fpn_backbone("resnet18")
+    assert backbone.out_channels == 256
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
+    trunk = backbone.body
+    trainable = {trunk.stage_of_param[n] for n, p in trunk.body.named_parameters() if p.requires_grad}
+    assert trainable == {2, 3, 4}
 
 
 def test_fpn_backbone_outputs_like_resnet_fpn_backbone() -> None:
-    backbone = build_backbone("resnet18", fpn=True)
+    backbone = build_fpn_backbone("resnet18", trainable_layers=5, frozen_bn=False)
     assert isinstance(backbone, FPNBackbone)
     assert backbone.out_channels == 256
-    # fpn=True through build_backbone keeps build_backbone's own defaults (all trainable, plain BN).
+    # Plain BN and a fully trainable trunk when asked for.
     assert any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
     backbone.eval()
     with torch.no_grad():
