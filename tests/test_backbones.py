@@ -3,6 +3,7 @@ FrozenBN. Forwards run at 64 px: enough to prove strides and channels, cheap for
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torchvision
+from cpu_threads import one_cpu_thread  # noqa: F401 (autouse: one intra-op thread)
 from torch import nn
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
@@ -96,7 +98,8 @@ def test_classifier_without_stride_maps_is_refused_by_name(name: str) -> None:
 def test_resnet_channels_match_torchvision_attributes() -> None:
     # torchvision's own derivation (resnet_fpn_backbone): inplanes // 8 * 2**i.
     for name in ("resnet34", "resnet50"):
-        tv = torchvision.models.get_model(name)
+        with torch.device("meta"):  # only the attribute is read: no weights needed
+            tv = torchvision.models.get_model(name)
         assert build_backbone(name).channels == [tv.inplanes // 8 * 2**i for i in range(4)]
 
 
@@ -160,9 +163,11 @@ def test_imagenet_download_failure_suggests_a_local_file(monkeypatch: pytest.Mon
 
 def test_trainable_layers_match_torchvision_resnet_fpn_extractor() -> None:
     ours = build_backbone("resnet50")
+    with torch.device("meta"):  # parameter counts only: no weights needed
+        resnet50 = torchvision.models.resnet50()
     for k in range(6):
         ours.set_trainable_layers(k)
-        tv = _resnet_fpn_extractor(torchvision.models.resnet50(), trainable_layers=k)
+        tv = _resnet_fpn_extractor(copy.deepcopy(resnet50), trainable_layers=k)
         assert _count(ours, trainable=True) == _count(tv.body, trainable=True), k
         assert _count(ours) == _count(tv.body)
     assert _count(build_backbone("resnet50", trainable_layers=0), trainable=True) == 0

@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from cpu_threads import one_cpu_thread  # noqa: F401 (autouse: one intra-op thread)
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.ops import FrozenBatchNorm2d
