@@ -3,7 +3,9 @@ inference on mixed sizes."""
 
 from __future__ import annotations
 
+import ast
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.ops import FrozenBatchNorm2d
 
-from bbavectors.models import FPNBackbone, build_fpn_backbone
+from bbavectors.models import FPNBackbone, backbones, build_fpn_backbone, fpn
 
 
 def test_fpn_backbone_defaults_are_resnet_fpn_backbone_s() -> None:
@@ -74,3 +76,14 @@ def test_faster_rcnn_train_and_infer(name: str) -> None:
         boxes = det["boxes"]
         assert boxes.ndim == 2 and boxes.shape[1] == 4
         assert (boxes[:, 2] <= image.shape[2] + 1e-3).all() and (boxes[:, 3] <= image.shape[1] + 1e-3).all()
+
+
+def test_regression_backbones_and_fpn_do_not_import_each_other_both_ways() -> None:
+    # build_backbone(fpn=True) made backbones.py import detection.py, which imported backbones.py.
+    def relative_imports(module: object) -> set[str]:
+        tree = ast.parse(Path(str(getattr(module, "__file__", ""))).read_text(encoding="utf-8"))
+        return {str(n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+
+    assert "backbones" in relative_imports(fpn)
+    assert relative_imports(backbones) == {"weights"}
+    assert "fpn" not in backbones.build_backbone.__code__.co_varnames
