@@ -4,6 +4,7 @@ FrozenBN. Forwards run at 64 px: enough to prove strides and channels, cheap for
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,12 @@ from bbavectors.models import (
     torchvision_backbone_names,
 )
 from bbavectors.models.backbones import convert_frozen_batchnorm
+
+
+@functools.cache
+def _shared_trunk(name: str) -> Backbone:
+    """One random-init trunk per name for the tests that only read it (vgg16's init alone takes seconds)."""
+    return build_backbone(name)
 
 
 def _count(module: nn.Module, trainable: bool | None = None) -> int:
@@ -60,7 +67,7 @@ def _randomize_bn(module: nn.Module, seed: int = 0) -> None:
     ],
 )
 def test_channels_and_strides_come_from_the_trunk(name: str, channels: list[int]) -> None:
-    backbone = build_backbone(name).eval()
+    backbone = _shared_trunk(name).eval()
     with torch.no_grad():
         feats = backbone(torch.zeros(1, 3, 64, 96))
     assert backbone.strides == [4, 8, 16, 32]
@@ -104,7 +111,7 @@ def test_resnet_channels_match_torchvision_attributes() -> None:
 
 
 def test_vgg_taps_are_before_the_maxpools() -> None:
-    backbone = build_backbone("vgg16")
+    backbone = _shared_trunk("vgg16")
     body = backbone.body
     # stride 4, 8, 16 are the ReLUs before pools 3, 4, 5; stride 32 is pool 5 itself.
     modules = {n for n, _ in body.named_modules()}
