@@ -12,8 +12,9 @@ setup(
     packages=find_packages(include=["bbavectors", "bbavectors.*", "DOTA_devkit", "DOTA_devkit.*"]),
     package_data={"bbavectors": ["py.typed"], "DOTA_devkit": ["py.typed"]},
     install_requires=[
-        # torch 2.14.1 / torchvision 0.29.1 satisfy these; older releases lack
-        # torchvision's rotated box_iou and weights_only defaults we rely on.
+        # torch 2.14.1 / torchvision 0.29.1 are what the tests run on. The lower bounds are for
+        # torch.load(weights_only=True) and torchvision's get_model / list_models. Rotated IoU and
+        # NMS are our own (bbavectors.geometry), so torchvision's rotated box_iou (0.27+) is not needed.
         "torch>=2.4,<2.15",
         "torchvision>=0.19,<0.30",
         "numpy>=1.24",

@@ -1,6 +1,12 @@
 r"""Geometry conventions for oriented boxes: the one place that owns them (numpy; torch twin in
 :mod:`bbavectors.geometry`).
 
+Both twins use the same name for the same operation: ``obb_to_poly``, ``poly_to_obb``,
+``obb_to_tlrb``, ``tlrb_to_poly``, ``poly_to_hbb``, ``horizontal_iou``, ``poly_signed_area``,
+``poly_area``, ``normalize_corner_order``, ``poly_iou`` (element-wise, ``(N,)``), ``poly_iou_matrix``
+(all pairs, ``(N, M)``), ``rotated_nms`` (one class) and ``rotated_nms_per_class``. Here polygon IoU is
+shapely's (exact for any quadrilateral, bow-ties repaired); the twin clips convex polygons in torch.
+
 Coordinates
 -----------
 Image coordinates, pixels, float: ``x`` to the right, ``y`` **down**. A *polygon* is 4 corners
@@ -59,7 +65,7 @@ midpoint vector ``+u*w/2`` has bearing 120 deg -> ``r = (17.32, 10)``; the short
 ``-n*h/2`` (bearing 30 deg) -> ``t = (5, -8.66)``; ``-u*w/2`` (300 deg) -> ``l = (-17.32, -10)``;
 ``+n*h/2`` (210 deg) -> ``b = (-5, 8.66)``.
 
-Decoding (DESIGN §2): ``tl = t + l + c``, ``tr = t + r + c``, ``br = b + r + c``,
+Decoding, as in the paper: ``tl = t + l + c``, ``tr = t + r + c``, ``br = b + r + c``,
 ``bl = b + l + c`` (vectors relative to ``c``; with absolute points this reads ``tl = t + l - c``).
 Any cyclic relabelling gives the same 4 corners, so decoding is exact whatever the quadrant;
 the quadrant rule only makes the *targets* a deterministic function of the box. It jumps when a
@@ -93,22 +99,22 @@ FloatArray = NDArray[np.float64]
 _HALF_PI = np.pi / 2
 
 
-def _as_polys(poly: ArrayLike) -> FloatArray:
-    a = np.asarray(poly, dtype=np.float64)
+def _as_rows(values: ArrayLike, width: int, what: str) -> FloatArray:
+    """``(N, width)`` float64 rows; a single ``(width,)`` row is accepted as ``N = 1``."""
+    a = np.asarray(values, dtype=np.float64)
     if a.ndim == 1:
         a = a[None]
-    if a.ndim != 2 or a.shape[1] != 8:
-        raise ValueError(f"polygons must have shape (N, 8), got {np.shape(poly)}")
+    if a.ndim != 2 or a.shape[1] != width:
+        raise ValueError(f"{what} must have shape (N, {width}), got {np.shape(values)}")
     return a
+
+
+def _as_polys(poly: ArrayLike) -> FloatArray:
+    return _as_rows(poly, 8, "polygons")
 
 
 def _as_obbs(obb: ArrayLike) -> FloatArray:
-    a = np.asarray(obb, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[None]
-    if a.ndim != 2 or a.shape[1] != 5:
-        raise ValueError(f"oriented boxes must have shape (N, 5), got {np.shape(obb)}")
-    return a
+    return _as_rows(obb, 5, "oriented boxes")
 
 
 def obb_to_poly(obb: ArrayLike) -> FloatArray:
@@ -250,7 +256,7 @@ def horizontal_iou(obb: ArrayLike) -> FloatArray:
 
     The oriented box lies inside its external box, so the IoU is the area ratio
     ``w h / ((w |cos a| + h |sin a|) (w |sin a| + h |cos a|))``: 1 for an axis-aligned box, lower
-    the more it is turned and the more elongated it is. ``cls_theta`` uses it (DESIGN §2).
+    the more it is turned and the more elongated it is. ``cls_theta`` uses it (docs/targets.md).
 
     Args:
         obb: ``(N, 5)``.

@@ -1,6 +1,6 @@
 """DOTA labelTxt reading and writing: the one parser everybody uses.
 
-Format (DESIGN §5)::
+Format (docs/design.md "Formats")::
 
     imagesource:GoogleEarth            <- optional header lines
     gsd:0.146343590398

@@ -41,11 +41,17 @@ __all__ = [
     "config_from_dict",
     "save_config",
     "ConfigError",
+    "DOWN_RATIO",
 ]
 
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid (unknown key, wrong type)."""
+
+
+#: Output stride of the heads: the decoder fuses the trunk's maps up to stride 4, whatever the trunk,
+#: so this is fixed by the architecture (the one definition; models, targets and decoding read it).
+DOWN_RATIO = 4
 
 
 @dataclass
@@ -61,8 +67,11 @@ class ModelConfig:
     frozen_bn: bool = False
     #: Channels of the hidden conv in each head (the original uses 256).
     head_width: int = 256
-    #: Output stride of the heads; BBAVectors decodes at stride 4 whatever the trunk.
-    down_ratio: int = 4
+
+    @property
+    def down_ratio(self) -> int:
+        """Output stride of the heads, ``DOWN_RATIO`` (fixed by the architecture, so not a key)."""
+        return DOWN_RATIO
 
 
 @dataclass
@@ -259,6 +268,12 @@ def _from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from a (possibly partial) nested dict; missing keys take defaults."""
+    model = data.get("model")
+    if isinstance(model, dict) and "down_ratio" in model:  # a key of older configs and checkpoints
+        if model["down_ratio"] != DOWN_RATIO:
+            raise ConfigError(f"model.down_ratio: the heads come out at stride {DOWN_RATIO} whatever the "
+                              f"trunk, got {model['down_ratio']!r} (remove the key)")
+        data = {**data, "model": {k: v for k, v in model.items() if k != "down_ratio"}}
     return _from_dict(Config, data)
 
 

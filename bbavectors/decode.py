@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import DecodeConfig
-from .geometry import batched_rotated_nms, tlrb_to_poly
+from .geometry import rotated_nms_per_class, tlrb_to_poly
 
 __all__ = ["decode_topk", "decode_detections", "peak_logits", "horizontal_vectors"]
 
@@ -133,7 +133,7 @@ def decode_detections(
         keep = scores[i] > cfg.score_thresh
         p, s, c = polygons[i][keep], scores[i][keep], classes[i][keep]
         if cfg.nms_thresh > 0 and p.shape[0] > 1:
-            kept = batched_rotated_nms(p, s, c, cfg.nms_thresh)
+            kept = rotated_nms_per_class(p, s, c, cfg.nms_thresh)
             p, s, c = p[kept], s[kept], c[kept]
         results.append({"polygons": p, "scores": s, "classes": c})
     return results

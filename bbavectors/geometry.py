@@ -6,9 +6,29 @@ illustrated with a worked example in :mod:`DOTA_devkit.geometry`; these function
 exactly and are tested against the numpy versions. Every function is batched, differentiable
 where it makes sense, and keeps the input's device and dtype.
 
-Rotated IoU here is our own convex-polygon clipping (Sutherland-Hodgman, batched), because
-torchvision's rotated ``box_iou`` only exists from torchvision 0.27 on (DESIGN §7): it is checked
-against shapely in the tests.
+Both twins use the same name for the same operation:
+
+=========================  ==========================================================
+name                       what
+=========================  ==========================================================
+``obb_to_poly``            ``(N, 5)`` oriented boxes -> ``(N, 8)`` corners
+``poly_to_obb``            ``(N, 8)`` -> minimum-area ``(N, 5)``, long-edge convention
+``obb_to_tlrb``            ``(N, 5)`` -> ``(N, 4, 2)`` t, r, b, l vectors
+``tlrb_to_poly``           centres + t, r, b, l vectors -> corners
+``poly_to_hbb``            ``(N, 8)`` -> external boxes ``(N, 4)``
+``horizontal_iou``         IoU of each oriented box with its external box (analytic)
+``poly_signed_area``       shoelace area, positive when clockwise on screen
+``poly_area``              absolute area
+``normalize_corner_order`` corners reordered clockwise on screen, first corner kept
+``poly_iou``               element-wise IoU of two equally long sets ``(N,)``
+``poly_iou_matrix``        IoU of all pairs ``(N, M)``
+``rotated_nms``            greedy NMS of one class
+``rotated_nms_per_class``  NMS run independently per class
+=========================  ==========================================================
+
+Rotated IoU here is our own convex-polygon clipping (Sutherland-Hodgman, batched), checked against
+shapely in the tests. torchvision's rotated ``box_iou`` exists only from torchvision 0.27 on, and
+this code must also run with older torchvision on machines without shapely, so nothing here uses it.
 """
 
 from __future__ import annotations
@@ -25,11 +45,13 @@ __all__ = [
     "tlrb_to_poly",
     "poly_to_hbb",
     "horizontal_iou",
-    "convex_poly_area",
-    "poly_iou_pairwise",
+    "poly_signed_area",
+    "poly_area",
+    "normalize_corner_order",
+    "poly_iou",
     "poly_iou_matrix",
     "rotated_nms",
-    "batched_rotated_nms",
+    "rotated_nms_per_class",
 ]
 
 _HALF_PI = math.pi / 2
@@ -142,16 +164,23 @@ def _shoelace(pts: Tensor, valid: Tensor) -> Tensor:
     return 0.5 * (cross * valid).sum(1)
 
 
-def convex_poly_area(poly: Tensor) -> Tensor:
-    """Absolute area ``(N,)`` of 4-point polygons ``(N, 8)``."""
+def poly_signed_area(poly: Tensor) -> Tensor:
+    """Shoelace area ``(N,)`` of ``(N, 8)`` polygons; positive when the corners go clockwise on screen."""
     p = poly.reshape(-1, 4, 2)
-    return _shoelace(p, torch.ones(p.shape[:2], dtype=torch.bool, device=p.device)).abs()
+    return _shoelace(p, torch.ones(p.shape[:2], dtype=torch.bool, device=p.device))
 
 
-def _clockwise(poly: Tensor) -> Tensor:
-    """Reorder ``(N, 4, 2)`` corners clockwise on screen (positive shoelace with y down)."""
-    ccw = _shoelace(poly, torch.ones(poly.shape[:2], dtype=torch.bool, device=poly.device)) < 0
-    return torch.where(ccw[:, None, None], poly[:, [0, 3, 2, 1]], poly)
+def poly_area(poly: Tensor) -> Tensor:
+    """Absolute area ``(N,)`` of 4-point polygons ``(N, 8)``."""
+    return poly_signed_area(poly).abs()
+
+
+def normalize_corner_order(poly: Tensor) -> Tensor:
+    """``(N, 8)`` -> ``(N, 8)``: counter-clockwise rows get corners 2..4 reversed (now clockwise on
+    screen), the first corner stays first; other rows are unchanged."""
+    p = poly.reshape(-1, 4, 2)
+    ccw = poly_signed_area(poly) < 0
+    return torch.where(ccw[:, None, None], p[:, [0, 3, 2, 1]], p).reshape(-1, 8)
 
 
 def _clip_half_plane(pts: Tensor, valid: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -187,16 +216,17 @@ def _clip_half_plane(pts: Tensor, valid: Tensor, a: Tensor, b: Tensor) -> tuple[
     return out, out_valid
 
 
-def poly_iou_pairwise(a: Tensor, b: Tensor) -> Tensor:
-    """Element-wise IoU of convex quadrilaterals.
+def poly_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Element-wise IoU of convex quadrilaterals (row i of ``a`` with row i of ``b``).
 
     Args:
         a, b: ``(P, 8)`` each (any corner direction; non-convex quads are clipped as given).
     Returns:
         ``(P,)`` in ``[0, 1]``; degenerate polygons give 0.
     """
-    pa = _clockwise(a.reshape(-1, 4, 2).to(torch.float64 if a.dtype == torch.float64 else torch.float32))
-    pb = _clockwise(b.reshape(-1, 4, 2).to(pa.dtype))
+    work = torch.float64 if a.dtype == torch.float64 else torch.float32
+    pa = normalize_corner_order(a.reshape(-1, 8).to(work)).reshape(-1, 4, 2)
+    pb = normalize_corner_order(b.reshape(-1, 8).to(work)).reshape(-1, 4, 2)
     if pa.shape[0] == 0:
         return a.new_zeros(0)
     pts = pa
@@ -225,7 +255,7 @@ def poly_iou_matrix(a: Tensor, b: Tensor, chunk: int = 1 << 18) -> Tensor:
     ii, jj = torch.nonzero(overlap, as_tuple=True)
     for s in range(0, ii.numel(), chunk):
         i, j = ii[s:s + chunk], jj[s:s + chunk]
-        out[i, j] = poly_iou_pairwise(a[i], b[j])
+        out[i, j] = poly_iou(a[i], b[j])
     return out
 
 
@@ -254,7 +284,7 @@ def rotated_nms(poly: Tensor, scores: Tensor, iou_thresh: float) -> Tensor:
     return order[torch.tensor(keep, dtype=torch.long, device=poly.device)]
 
 
-def batched_rotated_nms(poly: Tensor, scores: Tensor, classes: Tensor, iou_thresh: float) -> Tensor:
+def rotated_nms_per_class(poly: Tensor, scores: Tensor, classes: Tensor, iou_thresh: float) -> Tensor:
     """Rotated NMS independently per class (boxes of different classes never suppress each other).
 
     Args:

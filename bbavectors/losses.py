@@ -10,9 +10,9 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   written with ``logsigmoid`` (``log p = logsigmoid(x)``, ``log(1 - p) = logsigmoid(-x)``,
   ``p^alpha = exp(alpha * logsigmoid(x))``), so that it stays finite, with finite gradients, for
   any finite logit: the original took ``log`` of unclamped sigmoid outputs and went NaN as soon as a
-  sigmoid saturated to exactly 0 or 1 in float32 (DESIGN §4.1). Pixels under ``hm_ignore`` count
-  neither way. Sum over the batch divided by the number of positive peaks outside ignore regions,
-  clamped to >= 1 (an image without objects gives its negatives' sum).
+  sigmoid saturated to exactly 0 or 1 in float32 (docs/design.md "Known flaws" item 1). Pixels
+  under ``hm_ignore`` count neither way. Sum over the batch divided by the number of positive
+  peaks outside ignore regions, clamped to >= 1 (an image without objects gives its negatives' sum).
 * ``L_wh`` / ``L_reg``: smooth L1 (beta 1, as the original) between the predictions gathered at the
   object centres ``ind`` and the targets, over valid slots (``mask``): sum over objects and
   channels / (number of objects * channels), the number clamped to >= 1, so a batch without

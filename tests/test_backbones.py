@@ -1,7 +1,10 @@
-"""Trunks: channels and strides read from the trunk, weights from local files, freezing, FrozenBN."""
+"""Trunks: channels and strides read from any torchvision classifier, weights from local files, freezing,
+FrozenBN. Forwards run at 64 px: enough to prove strides and channels, cheap for heavy trunks."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,12 +12,26 @@ from typing import Any
 import pytest
 import torch
 import torchvision
+from cpu_threads import one_cpu_thread  # noqa: F401 (autouse: one intra-op thread)
 from torch import nn
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
-from bbavectors.models import KNOWN_BACKBONES, Backbone, build_backbone, save_backbone_weights
+from bbavectors.models import (
+    REFERENCE_BACKBONES,
+    Backbone,
+    backbones,
+    build_backbone,
+    save_backbone_weights,
+    torchvision_backbone_names,
+)
 from bbavectors.models.backbones import convert_frozen_batchnorm
+
+
+@functools.cache
+def _shared_trunk(name: str) -> Backbone:
+    """One random-init trunk per name for the tests that only read it (vgg16's init alone takes seconds)."""
+    return build_backbone(name)
 
 
 def _count(module: nn.Module, trainable: bool | None = None) -> int:
@@ -36,25 +53,65 @@ def _randomize_bn(module: nn.Module, seed: int = 0) -> None:
                 bias.copy_(torch.randn(n, generator=g) * 0.1)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "mobilenet_v3_large", "vgg16"])
-def test_channels_and_strides_come_from_the_trunk(name: str) -> None:
-    backbone = build_backbone(name).eval()
+@pytest.mark.parametrize(
+    ("name", "channels"),
+    [
+        ("resnet18", [64, 128, 256, 512]),
+        ("mobilenet_v2", [24, 32, 96, 1280]),
+        ("mobilenet_v3_large", [24, 40, 112, 960]),
+        ("vgg16", [256, 512, 512, 512]),
+        # Families outside the reference list: any torchvision classifier with stride 4..32 maps.
+        ("efficientnet_b0", [24, 40, 112, 1280]),  # features[2], [3], [5], [8] (the last 1x1 conv)
+        ("regnet_x_400mf", [32, 64, 160, 400]),  # trunk_output.block1..block4 (a Sequential, opened)
+        ("convnext_tiny", [96, 192, 384, 768]),  # stem + stage at 4, then downsample + stage each
+    ],
+)
+def test_channels_and_strides_come_from_the_trunk(name: str, channels: list[int]) -> None:
+    backbone = _shared_trunk(name).eval()
     with torch.no_grad():
-        feats = backbone(torch.zeros(1, 3, 128, 96))
+        feats = backbone(torch.zeros(1, 3, 64, 96))
     assert backbone.strides == [4, 8, 16, 32]
+    assert backbone.channels == channels
     assert [f.shape[1] for f in feats] == backbone.channels
-    assert [(f.shape[2], f.shape[3]) for f in feats] == [(128 // s, 96 // s) for s in backbone.strides]
+    assert [(f.shape[2], f.shape[3]) for f in feats] == [(64 // s, 96 // s) for s in backbone.strides]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "mnasnet0_5"])
+def test_meta_device_dry_run_equals_the_real_one(name: str) -> None:
+    # The fast path (shapes on the meta device) against the slow reference (the real model, on the CPU).
+    fast = backbones._probe_on_meta(name)
+    slow, error = backbones._probe(backbones._top_level_layers(torchvision.models.get_model(name).eval()))
+    assert fast is not None and error is None
+    assert fast == slow
+
+
+def test_regnet_stages_follow_the_opened_sequential() -> None:
+    # trunk_output is one Sequential spanning strides 4..32: its blocks become stages 1..4.
+    backbone = build_backbone("regnet_x_400mf", trainable_layers=4)
+    regnet = torchvision.models.regnet_x_400mf()
+    assert _count(backbone, trainable=False) == _count(regnet.stem)
+    backbone.set_trainable_layers(1)
+    assert _count(backbone, trainable=True) == _count(regnet.trunk_output.block4)
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_1", "swin_t"])
+def test_classifier_without_stride_maps_is_refused_by_name(name: str) -> None:
+    # squeezenet's unpadded convs give 64 px -> 29, 14, 7 (no exact stride); swin's maps are (B, H, W, C).
+    assert name in torchvision_backbone_names()
+    with pytest.raises(ValueError, match=rf"backbone '{name}' has no feature map at stride"):
+        build_backbone(name)
 
 
 def test_resnet_channels_match_torchvision_attributes() -> None:
     # torchvision's own derivation (resnet_fpn_backbone): inplanes // 8 * 2**i.
     for name in ("resnet34", "resnet50"):
-        tv = torchvision.models.get_model(name)
+        with torch.device("meta"):  # only the attribute is read: no weights needed
+            tv = torchvision.models.get_model(name)
         assert build_backbone(name).channels == [tv.inplanes // 8 * 2**i for i in range(4)]
 
 
 def test_vgg_taps_are_before_the_maxpools() -> None:
-    backbone = build_backbone("vgg16")
+    backbone = _shared_trunk("vgg16")
     body = backbone.body
     # stride 4, 8, 16 are the ReLUs before pools 3, 4, 5; stride 32 is pool 5 itself.
     modules = {n for n, _ in body.named_modules()}
@@ -65,7 +122,7 @@ def test_vgg_taps_are_before_the_maxpools() -> None:
 def test_unknown_name_lists_known_names() -> None:
     with pytest.raises(ValueError) as err:
         build_backbone("resnet9000")
-    for name in KNOWN_BACKBONES:
+    for name in REFERENCE_BACKBONES:
         assert name in str(err.value)
     assert "timm:" in str(err.value)
 
@@ -113,9 +170,11 @@ def test_imagenet_download_failure_suggests_a_local_file(monkeypatch: pytest.Mon
 
 def test_trainable_layers_match_torchvision_resnet_fpn_extractor() -> None:
     ours = build_backbone("resnet50")
+    with torch.device("meta"):  # parameter counts only: no weights needed
+        resnet50 = torchvision.models.resnet50()
     for k in range(6):
         ours.set_trainable_layers(k)
-        tv = _resnet_fpn_extractor(torchvision.models.resnet50(), trainable_layers=k)
+        tv = _resnet_fpn_extractor(copy.deepcopy(resnet50), trainable_layers=k)
         assert _count(ours, trainable=True) == _count(tv.body, trainable=True), k
         assert _count(ours) == _count(tv.body)
     assert _count(build_backbone("resnet50", trainable_layers=0), trainable=True) == 0

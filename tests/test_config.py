@@ -16,7 +16,7 @@ from bbavectors.config import (
     load_config,
     save_config,
 )
-from bbavectors.models import KNOWN_BACKBONES
+from bbavectors.models import REFERENCE_BACKBONES
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -31,7 +31,7 @@ def test_shipped_configs_exist() -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_loads(path: Path) -> None:
     cfg = load_config(path)
-    assert cfg.model.backbone in KNOWN_BACKBONES or cfg.model.backbone.startswith("timm:")
+    assert cfg.model.backbone in REFERENCE_BACKBONES or cfg.model.backbone.startswith("timm:")
     assert cfg.model.down_ratio == 4
     assert cfg.data.input_size % 32 == 0
     assert config_from_dict(config_to_dict(cfg)) == cfg

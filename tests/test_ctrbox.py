@@ -1,18 +1,22 @@
-"""CTRBOX: head shapes for every trunk at 608x608 and 600x800, the original's size, logits, padding."""
+"""CTRBOX: head shapes for every reference trunk (small inputs) and at 608x608 / 600x800, the original's
+size, logits, padding, the fixed output stride."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from cpu_threads import one_cpu_thread  # noqa: F401 (autouse: one intra-op thread)
 from torch import nn
 from torch.nn import functional as F
 
-from bbavectors.config import Config, ModelConfig
+from bbavectors.checkpoint import model_from_checkpoint, save_checkpoint
+from bbavectors.config import DOWN_RATIO, Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
 from bbavectors.models import (
     CTRBOX,
-    KNOWN_BACKBONES,
+    REFERENCE_BACKBONES,
     CombinationModule,
     Decoder,
     Heads,
@@ -28,15 +32,8 @@ def _model(backbone: str, head_width: int = 32, num_classes: int = 15) -> CTRBOX
     return build_model(Config(model=ModelConfig(backbone=backbone, head_width=head_width)), num_classes)
 
 
-@pytest.mark.parametrize("name", list(KNOWN_BACKBONES) + TIMM_TRUNKS)
-def test_head_shapes_for_every_trunk(name: str) -> None:
-    if name.startswith("timm:"):
-        pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = _model(name).eval()
-    assert model.decoder.out_channels == model.backbone.channels[0]
-    for (h, w), (oh, ow) in (((608, 608), (152, 152)), ((600, 800), (150, 200))):
-        start = time.perf_counter()
+def _assert_head_shapes(model: CTRBOX, sizes: list[tuple[tuple[int, int], tuple[int, int]]]) -> None:
+    for (h, w), (oh, ow) in sizes:
         with torch.no_grad():
             out = model(torch.randn(2, 3, h, w))
         assert list(out) == ["hm", "wh", "reg", "cls_theta"]
@@ -45,7 +42,24 @@ def test_head_shapes_for_every_trunk(name: str) -> None:
         assert out["reg"].shape == (2, 2, oh, ow)
         assert out["cls_theta"].shape == (2, 1, oh, ow)
         assert all(torch.isfinite(v).all() for v in out.values())
-        print(f"{name} {h}x{w}: {time.perf_counter() - start:.2f}s")
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_BACKBONES) + TIMM_TRUNKS)
+def test_head_shapes_for_every_trunk(name: str) -> None:
+    # Small inputs: strides and channels are proven at 64 px; 72x100 is padded to 96x128 and cropped.
+    if name.startswith("timm:"):
+        pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = _model(name).eval()
+    assert model.decoder.out_channels == model.backbone.channels[0]
+    _assert_head_shapes(model, [((64, 64), (16, 16)), ((72, 100), (18, 25))])
+
+
+def test_head_shapes_at_the_original_sizes() -> None:
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    _assert_head_shapes(_model("resnet18").eval(), [((608, 608), (152, 152)), ((600, 800), (150, 200))])
+    print(f"resnet18 608x608 + 600x800: {time.perf_counter() - start:.2f}s")
 
 
 def test_resnet101_matches_the_original_parameter_count() -> None:
@@ -103,9 +117,29 @@ def test_decoder_takes_channels_from_the_backbone() -> None:
         Decoder([1, 2, 3])
 
 
-def test_build_model_rejects_other_down_ratios() -> None:
+def test_regression_down_ratio_is_one_constant_not_a_setting() -> None:
+    # It was a config field that accepted one value; now the model and the config read DOWN_RATIO.
+    assert DOWN_RATIO == 4 and Config().model.down_ratio == DOWN_RATIO
+    assert "down_ratio" not in config_to_dict(Config())["model"]
+    assert _model("resnet18", head_width=8).down_ratio == DOWN_RATIO
     with pytest.raises(ValueError, match="stride 4"):
-        build_model(Config(model=ModelConfig(backbone="resnet18", down_ratio=8)), 15)
+        config_from_dict({"model": {"backbone": "resnet18", "down_ratio": 8}})
+    with pytest.raises(ConfigError, match="stride 4"):
+        config_from_dict({"model": {"down_ratio": 2}})
+
+
+def test_regression_old_checkpoint_with_down_ratio_key_loads(tmp_path: Path) -> None:
+    cfg = Config(model=ModelConfig(backbone="resnet18", head_width=8))
+    model = build_model(cfg, 2)
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, model, cfg, ["a", "b"])
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["model"]["down_ratio"] = 4  # what checkpoints written before the change hold
+    torch.save(ckpt, path)
+    loaded, loaded_cfg, classes = model_from_checkpoint(path)
+    assert loaded_cfg == cfg and classes == ["a", "b"] and loaded_cfg.model.down_ratio == 4
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
 
 
 def test_model_complexity_counts_conv_flops() -> None:

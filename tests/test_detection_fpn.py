@@ -1,23 +1,37 @@
-"""Our trunks under torchvision's Faster R-CNN: one training step and inference on mixed sizes."""
+"""Our trunks under torchvision's Faster R-CNN (bbavectors.models.fpn): defaults, one training step and
+inference on mixed sizes."""
 
 from __future__ import annotations
 
+import ast
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
+from cpu_threads import one_cpu_thread  # noqa: F401 (autouse: one intra-op thread)
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.ops import FrozenBatchNorm2d
 
-from bbavectors.models import FPNBackbone, build_backbone, build_fpn_backbone
+from bbavectors.models import FPNBackbone, backbones, build_fpn_backbone, fpn
+
+
+def test_fpn_backbone_defaults_are_resnet_fpn_backbone_s() -> None:
+    # One entry point, one set of defaults: 3 trainable stages and FrozenBatchNorm2d.
+    backbone = build_fpn_backbone("resnet18")
+    assert backbone.out_channels == 256
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
+    trunk = backbone.body
+    trainable = {trunk.stage_of_param[n] for n, p in trunk.body.named_parameters() if p.requires_grad}
+    assert trainable == {2, 3, 4}
 
 
 def test_fpn_backbone_outputs_like_resnet_fpn_backbone() -> None:
-    backbone = build_backbone("resnet18", fpn=True)
+    backbone = build_fpn_backbone("resnet18", trainable_layers=5, frozen_bn=False)
     assert isinstance(backbone, FPNBackbone)
     assert backbone.out_channels == 256
-    # fpn=True through build_backbone keeps build_backbone's own defaults (all trainable, plain BN).
+    # Plain BN and a fully trainable trunk when asked for.
     assert any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
     backbone.eval()
     with torch.no_grad():
@@ -62,3 +76,14 @@ def test_faster_rcnn_train_and_infer(name: str) -> None:
         boxes = det["boxes"]
         assert boxes.ndim == 2 and boxes.shape[1] == 4
         assert (boxes[:, 2] <= image.shape[2] + 1e-3).all() and (boxes[:, 3] <= image.shape[1] + 1e-3).all()
+
+
+def test_regression_backbones_and_fpn_do_not_import_each_other_both_ways() -> None:
+    # build_backbone(fpn=True) made backbones.py import detection.py, which imported backbones.py.
+    def relative_imports(module: object) -> set[str]:
+        tree = ast.parse(Path(str(getattr(module, "__file__", ""))).read_text(encoding="utf-8"))
+        return {str(n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+
+    assert "backbones" in relative_imports(fpn)
+    assert relative_imports(backbones) == {"weights"}
+    assert "fpn" not in backbones.build_backbone.__code__.co_varnames

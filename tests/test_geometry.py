@@ -74,7 +74,8 @@ def test_poly_to_obb_independent_of_corner_order_and_start():
 
 
 def test_poly_to_obb_matches_opencv_min_area_rect_area():
-    """Regression (DESIGN §4.2): no OpenCV angle convention, but the same minimum-area rectangle."""
+    """Regression (docs/design.md "Known flaws" item 2): no OpenCV angle convention, but the same
+    minimum-area rectangle."""
     rng = np.random.default_rng(1)
     quads = rng.uniform(0, 100, (300, 8))
     ours = G.poly_to_obb(quads)
@@ -188,9 +189,10 @@ def test_tlrb_to_poly_is_exact_inverse():
 
 
 def test_tlrb_ignores_opencv_angle_convention():
-    """Regression (DESIGN §4.2): the original took the vectors from cv2.boxPoints and an exact float
-    test `theta in [-90, 0]`, so they changed with OpenCV 4.5.1. Ours come from the box alone: the
-    same rectangle given through any corner order/start gives identical vectors."""
+    """Regression (docs/design.md "Known flaws" item 2): the original took the vectors from
+    cv2.boxPoints and an exact float test `theta in [-90, 0]`, so they changed with OpenCV 4.5.1.
+    Ours come from the box alone: the same rectangle given through any corner order/start gives
+    identical vectors."""
     obb = np.array([[100, 100, 60, 20, math.radians(30)]])
     poly = G.obb_to_poly(obb).reshape(4, 2)
     ref = G.obb_to_tlrb(G.poly_to_obb(poly.reshape(1, 8)))

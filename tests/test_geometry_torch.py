@@ -60,7 +60,7 @@ def test_convex_iou_matches_shapely(seed):
     b[:, 2:4] = np.abs(b[:, 2:4]) + 0.5
     pa, pb = G.obb_to_poly(a), G.obb_to_poly(b)
     ref = G.poly_iou(pa, pb)
-    got = T.poly_iou_pairwise(torch.tensor(pa), torch.tensor(pb)).numpy()
+    got = T.poly_iou(torch.tensor(pa), torch.tensor(pb)).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-9)
     m = T.poly_iou_matrix(torch.tensor(pa[:50]), torch.tensor(pb[:70])).numpy()
     np.testing.assert_allclose(m, G.poly_iou_matrix(pa[:50], pb[:70]), atol=1e-9)
@@ -69,17 +69,17 @@ def test_convex_iou_matches_shapely(seed):
 def test_convex_iou_hand_values():
     s = torch.tensor([[-1.0, -1, 1, -1, 1, 1, -1, 1]], dtype=torch.float64)
     shifted = s + torch.tensor([1.0, 0] * 4, dtype=torch.float64)
-    assert T.poly_iou_pairwise(s, shifted).item() == pytest.approx(1 / 3)
+    assert T.poly_iou(s, shifted).item() == pytest.approx(1 / 3)
     r = T.obb_to_poly(torch.tensor([[0.0, 0, 2, 2, math.pi / 4]], dtype=torch.float64))
-    assert T.poly_iou_pairwise(s, r).item() == pytest.approx(1 / math.sqrt(2), rel=1e-12)
+    assert T.poly_iou(s, r).item() == pytest.approx(1 / math.sqrt(2), rel=1e-12)
     ccw = s.reshape(4, 2)[[0, 3, 2, 1]].reshape(1, 8)
-    assert T.poly_iou_pairwise(ccw, s).item() == pytest.approx(1.0)
+    assert T.poly_iou(ccw, s).item() == pytest.approx(1.0)
     degenerate = torch.zeros(1, 8, dtype=torch.float64)
-    v = T.poly_iou_pairwise(degenerate, s)
+    v = T.poly_iou(degenerate, s)
     assert v.item() == 0.0 and not torch.isnan(v).any()
 
 
-def test_batched_rotated_nms_matches_numpy_per_class():
+def test_rotated_nms_per_class_matches_numpy():
     rng = np.random.default_rng(5)
     obb = np.c_[rng.uniform(0, 150, (300, 2)), rng.uniform(5, 40, (300, 2)), rng.uniform(0, np.pi, 300)]
     poly = G.obb_to_poly(obb)
@@ -87,9 +87,9 @@ def test_batched_rotated_nms_matches_numpy_per_class():
     classes = rng.integers(0, 4, 300)
     for thr in (0.1, 0.3, 0.7):
         ref = G.rotated_nms_per_class(poly, scores, classes, thr)
-        got = T.batched_rotated_nms(torch.tensor(poly), torch.tensor(scores), torch.tensor(classes), thr)
+        got = T.rotated_nms_per_class(torch.tensor(poly), torch.tensor(scores), torch.tensor(classes), thr)
         assert got.tolist() == ref.tolist()
-    empty = T.batched_rotated_nms(torch.zeros(0, 8), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.1)
+    empty = T.rotated_nms_per_class(torch.zeros(0, 8), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.1)
     assert empty.numel() == 0
 
 
@@ -97,3 +97,20 @@ def test_gradients_flow_through_poly_to_obb_free_ops():
     obb = torch.tensor([[10.0, 10.0, 8.0, 4.0, 0.3]], requires_grad=True)
     T.obb_to_poly(obb).sum().backward()
     assert obb.grad is not None and torch.isfinite(obb.grad).all()
+
+
+def test_both_twins_use_the_same_names():
+    # One name per operation in numpy and torch (the table in both module docstrings).
+    assert sorted(T.__all__) == sorted(G.__all__)
+    for name in T.__all__:
+        assert f"``{name}``" in (T.__doc__ or "") and f"``{name}``" in (G.__doc__ or ""), name
+
+
+def test_signed_area_and_corner_order_match_numpy():
+    poly = G.obb_to_poly(random_obbs(50, 7))
+    poly[::2] = poly[::2].reshape(-1, 4, 2)[:, [0, 3, 2, 1]].reshape(-1, 8)  # every other row turned ccw
+    np.testing.assert_allclose(T.poly_signed_area(torch.tensor(poly)).numpy(), G.poly_signed_area(poly))
+    np.testing.assert_allclose(T.poly_area(torch.tensor(poly)).numpy(), G.poly_area(poly))
+    got = T.normalize_corner_order(torch.tensor(poly)).numpy()
+    np.testing.assert_array_equal(got, G.normalize_corner_order(poly))
+    assert (G.poly_signed_area(got) > 0).all()

@@ -45,7 +45,7 @@ def test_parse_patch_name_rejects_other_names(name: str) -> None:
 
 
 def test_rate_formatting_follows_dota() -> None:
-    # DOTA writes str(rate) of the 1 / 0.5 it is given: "1", "0.5" (DESIGN §5 examples).
+    # DOTA writes str(rate) of the 1 / 0.5 it is given: "1", "0.5" (docs/design.md "Formats" examples).
     assert [format_rate(r) for r in (1, 1.0, 2.0, 0.5, 1.5, 0.25)] == ["1", "1", "2", "0.5", "1.5", "0.25"]
     assert patch_name("P0001", 1.0, 0, 0) == "P0001__1__0___0"
     assert patch_name("P0001", 0.5, 412, 824) == "P0001__0.5__412___824"

@@ -1,4 +1,5 @@
-"""The core invariant (DESIGN §2): polygon -> targets -> perfect head outputs -> decode -> polygon.
+"""The core invariant (docs/design.md "Geometry"): polygon -> targets -> perfect head outputs ->
+decode -> polygon.
 
 Every angle 0..179 degrees (plus fine steps across the horizontal band), aspect ratios 1..8 and
 long sides 8..400 px must come back with IoU >= 0.98; a crowded multi-class image must score mAP

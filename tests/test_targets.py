@@ -1,6 +1,6 @@
 """Target encoding: the Gaussian radius against a brute-force solve, the batched encoder against a
 slow per-object reference, the cls_theta rule, ignore regions, and one regression test per flaw
-of the original's ground truth (DESIGN §4.2-4.4)."""
+of the original's ground truth (docs/design.md "Known flaws" items 2-4)."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The benchmark's data: 600x600 patches with 50 objects each (as the DESIGN's baseline numbers).
+#: The benchmark's data: 600x600 patches with 50 objects each (as the baselines in docs/design.md).
 BENCH_IMAGE_SIZE = 600
 BENCH_OBJECTS = 50
 

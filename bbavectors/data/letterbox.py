@@ -1,4 +1,5 @@
-"""Letterbox geometry shared by training, testing and export (DESIGN §4.6: one geometry).
+"""Letterbox geometry shared by training, testing and export: one geometry (docs/design.md "Known
+flaws" item 6).
 
 An image of ``h x w`` is resized by ``scale = min(S / h, S / w)`` (aspect kept) and placed at the
 **top-left** of an ``S x S`` canvas; the rest is padding. A point maps as

@@ -1,7 +1,9 @@
 """Trunks that give stride 4, 8, 16 and 32 feature maps, with their channels read from the trunk.
 
-``build_backbone(name)`` accepts torchvision classifiers (``KNOWN_BACKBONES``) and any timm model
-(``"timm:<name>"``). Every trunk is cut into the same five *stages* so that ``trainable_layers`` means
+``build_backbone(name)`` accepts any torchvision classification model (``torchvision_backbone_names()``,
+i.e. ``torchvision.models.list_models(module=torchvision.models)``) that has maps at those strides,
+and any timm model (``"timm:<name>"``). ``REFERENCE_BACKBONES`` are the trunks whose taps and cost
+docs/model.md lists. Every trunk is cut into the same five *stages* so that ``trainable_layers`` means
 the same thing everywhere, counted from the deepest stage as torchvision's detection models do:
 
 ========  =============================================  ==========================
@@ -19,20 +21,20 @@ stage     layers whose output has stride                 resnet example
 The strides and channels come from the trunk itself: a dry run of a small image through the
 classifier's layers for torchvision, ``feature_info`` for timm. For each stride the *last* layer with
 that output stride is tapped (for VGG: the ReLU before each max-pool, and the last max-pool for 32).
+Classifiers without such maps (vision transformers, valid-padding nets such as alexnet or
+inception_v3) are refused with a ``ValueError`` naming the model.
 
-Weights (``pretrained``) are loaded into the torchvision classifier *before* it is cut into a feature
-extractor, so a file uses torchvision's key names (``layer1.0.conv1.weight``, ``features.0.0.weight``);
-``save_backbone_weights`` writes exactly those names, so its files load back with every key matched.
+Weights (``pretrained``) come from :mod:`bbavectors.models.weights`. The FPN trunk for torchvision's
+detectors is :func:`bbavectors.models.fpn.build_fpn_backbone`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torchvision
@@ -40,24 +42,22 @@ from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
-if TYPE_CHECKING:
-    from .detection import FPNBackbone
+from .weights import IMAGENET, WeightsReport, load_weights, torchvision_classifier
 
 __all__ = [
-    "KNOWN_BACKBONES",
+    "REFERENCE_BACKBONES",
     "FEATURE_STRIDES",
     "Backbone",
-    "WeightsReport",
     "build_backbone",
     "convert_frozen_batchnorm",
-    "read_state_dict",
-    "save_backbone_weights",
+    "torchvision_backbone_names",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: torchvision trunks accepted by ``build_backbone`` (plus ``"timm:<name>"``).
-KNOWN_BACKBONES: tuple[str, ...] = (
+#: The trunks documented in docs/model.md (taps, cost table) and run by the model tests; any other
+#: torchvision classifier with stride 4..32 maps, and any timm model, works the same way.
+REFERENCE_BACKBONES: tuple[str, ...] = (
     "resnet18",
     "resnet34",
     "resnet50",
@@ -71,35 +71,19 @@ KNOWN_BACKBONES: tuple[str, ...] = (
     "vgg16_bn",
 )
 TIMM_PREFIX = "timm:"
-#: Strides of the four maps every trunk returns.
+#: Strides of the four maps every trunk returns (the decoder fuses them up to the first one).
 FEATURE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 NUM_STAGES = 5
-#: Prefixes that wrappers add to trunk keys (DataParallel, torch.compile, detectors, the original
-#: BBAVectors ``base_network``, our own ``CTRBOX.backbone.body``); stripped when reading a file.
-_KEY_PREFIXES = ("module.", "_orig_mod.", "backbone.", "body.", "base_network.", "encoder.")
-#: Side of the image used to measure strides; 64 keeps stride 32 at 2x2 and costs milliseconds.
-_PROBE_SIZE = 64
+#: Image used to measure strides: small (stride 32 is 2x3) and not square, so that a channels-last
+#: output ``(B, H, W, C)`` (swin) can never pass for ``(B, C, H, W)``.
+_PROBE_HW = (64, 96)
+#: Children of torchvision classifiers that start the classification head (the trunk ends before).
+_HEAD_NAMES = ("avgpool", "fc", "classifier")
 
 
-@dataclass
-class WeightsReport:
-    """What a weight file gave to a trunk (keys in the trunk's own naming)."""
-
-    source: str
-    loaded: list[str] = field(default_factory=list)
-    #: Trunk keys the file did not provide (they keep their random init).
-    missing: list[str] = field(default_factory=list)
-    #: File keys that are not part of the model (other modules of a detector checkpoint, ...).
-    unexpected: list[str] = field(default_factory=list)
-    #: Keys present on both sides with different shapes (skipped).
-    mismatched: list[str] = field(default_factory=list)
-    #: File keys of the classifier's head (``fc``, ``classifier``), which the trunk drops.
-    head: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        """True when every trunk key was loaded and every file key was used."""
-        return not (self.missing or self.unexpected or self.mismatched)
+def torchvision_backbone_names() -> list[str]:
+    """Every torchvision classification model name (those with stride 4..32 maps work as trunks)."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 class Backbone(nn.Module):
@@ -144,95 +128,6 @@ class Backbone(nn.Module):
         first_trainable = NUM_STAGES - trainable_layers
         for name, param in self.body.named_parameters():
             param.requires_grad_(self.stage_of_param[name] >= first_trainable)
-
-
-# --------------------------------------------------------------------------- weights
-
-
-def _strip_prefixes(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _KEY_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-                changed = True
-    return key
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict from a local file, unwrapping common checkpoint layouts.
-
-    Accepts a plain state dict or one nested under ``state_dict`` / ``model`` / ``model_state_dict``;
-    strips wrapper prefixes (``module.``, ``backbone.``, ``body.``, ``base_network.``, ...).
-    Loads with ``weights_only=True``: a file can hold tensors and plain containers, never code.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"pretrained weights not found: {path} (expected None, 'imagenet' or a local .pth file)"
-        )
-    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj)}")
-    return {_strip_prefixes(str(k)): v for k, v in obj.items() if isinstance(v, Tensor)}
-
-
-def _is_stat_counter(key: str) -> bool:
-    # BatchNorm's step counter carries no weights, and FrozenBatchNorm2d has none to save.
-    return key.endswith("num_batches_tracked")
-
-
-def _load_weights(model: nn.Module, path: str | Path, trunk_keys: Iterable[str]) -> WeightsReport:
-    """Load a weight file into ``model`` (strict=False) and report it; raise if no trunk key matched."""
-    state = read_state_dict(path)
-    own = model.state_dict()
-    trunk = {k for k in trunk_keys if not _is_stat_counter(k)}
-    report = WeightsReport(source=str(path))
-    usable: dict[str, Tensor] = {}
-    for key, value in state.items():
-        if key not in own:
-            if not _is_stat_counter(key):
-                report.unexpected.append(key)
-        elif own[key].shape != value.shape:
-            report.mismatched.append(key)
-        elif key in trunk or _is_stat_counter(key):
-            usable[key] = value
-        else:
-            report.head.append(key)
-    report.loaded = sorted(k for k in usable if k in trunk)
-    report.missing = sorted(trunk - set(usable))
-    if not report.loaded:
-        sample = sorted(state)[:5]
-        raise ValueError(
-            f"{path}: no key matches the trunk ({len(state)} keys in the file, e.g. {sample}; "
-            f"the trunk expects e.g. {sorted(trunk)[:5]})"
-        )
-    model.load_state_dict(usable, strict=False)
-    _log_report(report, len(trunk))
-    return report
-
-
-def _log_report(report: WeightsReport, n_trunk: int) -> None:
-    logger.info("loaded %d/%d trunk tensors from %s", len(report.loaded), n_trunk, report.source)
-    for what, keys in (
-        ("missing (random init)", report.missing),
-        ("unexpected (ignored)", report.unexpected),
-        ("shape mismatch (ignored)", report.mismatched),
-    ):
-        if keys:
-            logger.warning("%s: %d keys %s, e.g. %s", report.source, len(keys), what, keys[:8])
-    if report.head:
-        logger.info("%s: %d classifier-head keys ignored", report.source, len(report.head))
-
-
-def save_backbone_weights(backbone: Backbone, path: str | Path) -> None:
-    """Save the trunk's weights under the classifier's key names; ``pretrained=path`` loads them back."""
-    torch.save(backbone.body.state_dict(), Path(path))
 
 
 # --------------------------------------------------------------------------- frozen batch norm
@@ -309,90 +204,134 @@ def _stage_map(body: nn.Module, levels: Sequence[tuple[str, int]]) -> dict[str, 
 # --------------------------------------------------------------------------- torchvision trunks
 
 
-def _sequence(model: nn.Module) -> list[tuple[str, nn.Module]]:
+@dataclass
+class _Layer:
+    """One layer of the dry run: its qualified name, output stride and channels."""
+
+    name: str
+    #: Output stride rounded to an integer (for the stage split).
+    stride: int
+    #: True when the map is exactly ``probe size / stride`` on both sides (it can be tapped).
+    exact: bool
+    channels: int
+
+
+def _top_level_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The classifier's trunk as layers run one after the other, with qualified names.
 
-    ``features``-style models (mobilenets, VGG) run ``model.features``; resnet-style models run their
-    children up to the global pooling.
+    ``features``-style models (mobilenets, VGG, efficientnet, convnext, densenet) run
+    ``model.features``; the others (resnets, regnets, shufflenets, mnasnets) run their children up to
+    the global pooling. Side classifiers (googlenet's ``aux1``) are off the main path and skipped.
     """
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential):
         return [(f"features.{name}", layer) for name, layer in features.named_children()]
     layers: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
-        if isinstance(child, (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear)) or name in ("avgpool", "fc"):
+        if isinstance(child, (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear)) or name in _HEAD_NAMES:
             break
-        layers.append((name, child))
+        if "aux" not in name.lower():
+            layers.append((name, child))
     return layers
 
 
+def _skips_a_feature_stride(stride_in: int, stride_out: int) -> bool:
+    return any(stride_in < s < stride_out for s in FEATURE_STRIDES)
+
+
 @torch.no_grad()
-def _probe(layers: Sequence[tuple[str, nn.Module]]) -> list[tuple[str, int, int]]:
-    """Dry-run a small image through the layers: ``(name, output stride, output channels)`` each.
+def _probe(layers: Sequence[tuple[str, nn.Module]]) -> tuple[list[_Layer], Exception | None]:
+    """Dry-run a small image through the layers, in order; call the model's eval mode first.
 
-    Runs in eval mode so that BatchNorm's running statistics (possibly pretrained) stay untouched.
+    A ``nn.Sequential`` that jumps over a feature stride (regnet's ``trunk_output``, mnasnet's
+    ``layers``) is opened and its children are run instead. The run ends at the first layer that
+    fails (the error is returned) or does not return a ``(B, C, H, W)`` map: what follows is not a
+    chain of conv layers. The input is on the device of the layers' parameters (meta included).
     """
-    modes = [layer.training for _, layer in layers]
-    for _, layer in layers:
-        layer.eval()
-    x = torch.zeros(1, 3, _PROBE_SIZE, _PROBE_SIZE)
-    out: list[tuple[str, int, int]] = []
+    height, width = _PROBE_HW
+    device = next((p.device for _, layer in layers for p in layer.parameters()), torch.device("cpu"))
+    x = torch.zeros(1, 3, height, width, device=device)
+    stride_in = 1
+    pending = list(layers)
+    out: list[_Layer] = []
+    while pending:
+        name, layer = pending.pop(0)
+        try:
+            y = layer(x)
+        except Exception as e:  # any op can reject a map it was not meant for (shapes, dims, dtypes)
+            logger.debug("probe stops at %s: %s", name, e)
+            return out, e
+        if not isinstance(y, Tensor) or y.ndim != 4:
+            break
+        stride = max(1, round(height / y.shape[-2]))
+        if isinstance(layer, nn.Sequential) and len(layer) > 1 and _skips_a_feature_stride(stride_in, stride):
+            pending[:0] = [(f"{name}.{child}", module) for child, module in layer.named_children()]
+            continue
+        exact = y.shape[-2] * stride == height and y.shape[-1] * stride == width
+        out.append(_Layer(name, stride, exact, int(y.shape[1])))
+        x, stride_in = y, stride
+    return out, None
+
+
+def _probe_on_meta(name: str) -> list[_Layer] | None:
+    """The dry run on a copy built on the meta device: shapes only, no kernels, no weight init.
+
+    None when the copy cannot be built or an op stops the run there (the real model then decides).
+    """
     try:
-        for name, layer in layers:
-            x = layer(x)
-            out.append((name, _PROBE_SIZE // x.shape[-1], x.shape[1]))
-    finally:
-        for (_, layer), mode in zip(layers, modes):
-            layer.train(mode)
-    return out
+        with torch.device("meta"):
+            model = torchvision.models.get_model(name, weights=None)
+    except Exception as e:  # an op without a meta kernel in the model's __init__ (regnet's init)
+        logger.debug("%s on the meta device failed (%s); probing the real model", name, e)
+        return None
+    layers, error = _probe(_top_level_layers(model.eval()))
+    return None if error is not None else layers
 
 
-def _taps(probe: Sequence[tuple[str, int, int]], name: str) -> list[tuple[str, int]]:
-    """The last layer at each of the strides 4, 8, 16, 32: ``(layer name, channels)``."""
-    last: dict[int, tuple[str, int]] = {}
-    for layer, stride, channels in probe:
-        last[stride] = (layer, channels)
+def _probe_classifier(name: str, model: nn.Module) -> list[_Layer]:
+    """The classifier's layers with their strides and channels, read on the meta device when it can."""
+    layers = _probe_on_meta(name)
+    if layers is None:
+        was_training = model.training
+        model.eval()  # BatchNorm's running statistics (possibly pretrained) must not move
+        layers, _ = _probe(_top_level_layers(model))
+        model.train(was_training)
+    return layers
+
+
+def _taps(probe: Sequence[_Layer], name: str) -> list[_Layer]:
+    """The last layer at each of the strides 4, 8, 16, 32; ValueError naming the model if one lacks."""
+    last = {layer.stride: layer for layer in probe if layer.exact}
     absent = [s for s in FEATURE_STRIDES if s not in last]
     if absent:
-        raise ValueError(f"{name}: no layer with output stride {absent}; strides seen: {sorted(last)}")
+        raise ValueError(
+            f"backbone {name!r} has no feature map at stride {absent} (exact strides seen: {sorted(last)}); "
+            f"BBAVectors needs maps at strides {list(FEATURE_STRIDES)}"
+        )
     return [last[s] for s in FEATURE_STRIDES]
 
 
-def _torchvision_classifier(name: str, pretrained: str | None) -> nn.Module:
-    if pretrained != "imagenet":
-        return torchvision.models.get_model(name, weights=None)
-    weights = torchvision.models.get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
-    try:
-        return torchvision.models.get_model(name, weights=weights)
-    except Exception as e:  # download errors come in many types (URLError, OSError, HTTPError...)
-        raise RuntimeError(
-            f"could not get torchvision's ImageNet weights {weights} for {name}: {e}. Without network, "
-            f"pass a local state dict instead: model.pretrained=/path/to/{name}.pth"
-        ) from e
-
-
 def _build_torchvision(name: str, pretrained: str | None, frozen_bn: bool) -> Backbone:
-    model = _torchvision_classifier(name, pretrained)
-    layers = _sequence(model)
-    probe = _probe(layers)
+    model = torchvision_classifier(name, pretrained)
+    probe = _probe_classifier(name, model)
     taps = _taps(probe, name)
-    last_tap = [layer for layer, _, _ in probe].index(taps[-1][0])
-    trunk_layers = [layer for layer, _, _ in probe[: last_tap + 1]]
+    trunk = probe[: probe.index(taps[-1]) + 1]
     report = None
-    if pretrained not in (None, "imagenet"):
+    if pretrained not in (None, IMAGENET):
         assert pretrained is not None
-        trunk_keys = [k for k in model.state_dict() if any(k.startswith(f"{t}.") for t in trunk_layers)]
-        report = _load_weights(model, pretrained, trunk_keys)
+        names = [layer.name for layer in trunk]
+        trunk_keys = [k for k in model.state_dict() if any(k.startswith(f"{t}.") for t in names)]
+        report = load_weights(model, pretrained, trunk_keys)
     if frozen_bn:
         model = convert_frozen_batchnorm(model)
     # FrozenBatchNorm2d stays one module in the traced graph (as BatchNorm2d does), not inlined ops.
     body = create_feature_extractor(
         model,
-        return_nodes={layer: str(i) for i, (layer, _) in enumerate(taps)},
+        return_nodes={tap.name: str(i) for i, tap in enumerate(taps)},
         tracer_kwargs={"leaf_modules": [FrozenBatchNorm2d]},
     )
-    levels = [(layer, stride) for layer, stride, _ in probe[: last_tap + 1]]
-    backbone = Backbone(name, body, [c for _, c in taps], _stage_map(body, levels))
+    levels = [(layer.name, layer.stride) for layer in trunk]
+    backbone = Backbone(name, body, [tap.channels for tap in taps], _stage_map(body, levels))
     backbone.weights_report = report
     return backbone
 
@@ -437,12 +376,12 @@ def _build_timm(name: str, pretrained: str | None, frozen_bn: bool) -> Backbone:
             )
         indices.append(candidates[-1])
     body = timm.create_model(
-        name, pretrained=pretrained == "imagenet", features_only=True, out_indices=tuple(indices)
+        name, pretrained=pretrained == IMAGENET, features_only=True, out_indices=tuple(indices)
     )
     report = None
-    if pretrained not in (None, "imagenet"):
+    if pretrained not in (None, IMAGENET):
         assert pretrained is not None
-        report = _load_weights(body, pretrained, body.state_dict().keys())
+        report = load_weights(body, pretrained, body.state_dict().keys())
     if frozen_bn:
         # timm's own converter also handles its fused BatchNormAct2d layers.
         body = timm.layers.freeze_batch_norm_2d(body)
@@ -456,63 +395,41 @@ def _build_timm(name: str, pretrained: str | None, frozen_bn: bool) -> Backbone:
 # --------------------------------------------------------------------------- entry point
 
 
-@overload
-def build_backbone(
-    name: str,
-    pretrained: str | None = ...,
-    trainable_layers: int = ...,
-    frozen_bn: bool = ...,
-    fpn: Literal[False] = ...,
-) -> Backbone: ...
-
-
-@overload
-def build_backbone(
-    name: str,
-    pretrained: str | None = ...,
-    trainable_layers: int = ...,
-    frozen_bn: bool = ...,
-    *,
-    fpn: Literal[True],
-) -> FPNBackbone: ...
-
-
 def build_backbone(
     name: str,
     pretrained: str | None = None,
     trainable_layers: int = 5,
     frozen_bn: bool = False,
-    fpn: bool = False,
-) -> Backbone | FPNBackbone:
-    """Build a trunk giving stride 4, 8, 16, 32 features.
+) -> Backbone:
+    """Build a trunk giving stride 4, 8, 16, 32 features (BBAVectors' defaults: all trainable, plain BN).
 
     Args:
-        name: one of ``KNOWN_BACKBONES`` or ``"timm:<model name>"``.
+        name: a torchvision classification model (``torchvision_backbone_names()``) or
+            ``"timm:<model name>"``.
         pretrained: None (random init), ``"imagenet"`` (torchvision's ``DEFAULT`` weights or timm's
-            pretrained weights; needs network or a filled cache) or a local state-dict file.
+            pretrained weights; needs network or a filled cache) or a local state-dict file
+            (see :mod:`bbavectors.models.weights`).
         trainable_layers: stages (0..5, counted from the deepest) left trainable.
         frozen_bn: replace BatchNorm by FrozenBatchNorm2d (fixed statistics and affine terms).
-        fpn: return a torchvision-detection compatible FPN trunk instead
-            (see :func:`bbavectors.models.detection.build_fpn_backbone`).
 
     Returns:
-        A :class:`Backbone` (or an ``FPNBackbone`` when ``fpn=True``).
-    """
-    if fpn:
-        # Imported here: detection.py builds on this module, so a top-level import would be circular.
-        from .detection import build_fpn_backbone
+        A :class:`Backbone`.
 
-        return build_fpn_backbone(name, pretrained, trainable_layers, frozen_bn)
+    Raises:
+        ValueError: unknown name, a model without stride 4..32 maps, or ``trainable_layers``
+            outside 0..5.
+    """
     if not 0 <= trainable_layers <= NUM_STAGES:
         raise ValueError(f"trainable_layers must be in [0, {NUM_STAGES}], got {trainable_layers}")
     if name.startswith(TIMM_PREFIX):
         backbone = _build_timm(name[len(TIMM_PREFIX) :], pretrained, frozen_bn)
-    elif name in KNOWN_BACKBONES:
+    elif name in torchvision_backbone_names():
         backbone = _build_torchvision(name, pretrained, frozen_bn)
     else:
         raise ValueError(
-            f"unknown backbone {name!r}; known: {', '.join(KNOWN_BACKBONES)}, "
-            "or timm:<name> for any timm model"
+            f"unknown backbone {name!r}: expected a torchvision classification model "
+            f"({', '.join(REFERENCE_BACKBONES)}, ...; "
+            "torchvision.models.list_models(module=torchvision.models) lists them) or timm:<name>"
         )
     backbone.set_trainable_layers(trainable_layers)
     logger.debug("backbone %s: channels %s", backbone.name, backbone.channels)

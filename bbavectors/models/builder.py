@@ -6,7 +6,7 @@ import logging
 
 from ..config import Config
 from .backbones import build_backbone
-from .ctrbox import CTRBOX, OUTPUT_STRIDE
+from .ctrbox import CTRBOX
 from .decoder import Decoder
 from .heads import Heads
 
@@ -18,11 +18,6 @@ logger = logging.getLogger(__name__)
 def build_model(cfg: Config, num_classes: int) -> CTRBOX:
     """CTRBOX for ``num_classes`` classes from ``cfg.model`` (trunk, weights, freezing, head width)."""
     m = cfg.model
-    if m.down_ratio != OUTPUT_STRIDE:
-        raise ValueError(
-            f"model.down_ratio must be {OUTPUT_STRIDE}, got {m.down_ratio}: the decoder always fuses "
-            f"the trunk's maps up to stride {OUTPUT_STRIDE}, so the heads come out at stride {OUTPUT_STRIDE}"
-        )
     backbone = build_backbone(
         m.backbone, pretrained=m.pretrained, trainable_layers=m.trainable_layers, frozen_bn=m.frozen_bn
     )

@@ -1,4 +1,4 @@
-"""Parameters and FLOPs of a network; ``python -m bbavectors.models.complexity`` prints every trunk's.
+"""Parameters and FLOPs of a network; ``python -m bbavectors.models.complexity`` prints a table.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``: it counts matrix multiplies and
 convolutions (one multiply-add = 2 FLOPs) and ignores element-wise ops (BN, ReLU, resize, add), so
@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import Config, ModelConfig
-from .backbones import KNOWN_BACKBONES
+from .backbones import REFERENCE_BACKBONES
 from .builder import build_model
 
 __all__ = ["model_complexity", "complexity_table"]
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backbones", nargs="+", default=list(KNOWN_BACKBONES))
+    parser.add_argument("--backbones", nargs="+", default=list(REFERENCE_BACKBONES))
     parser.add_argument("--head-widths", nargs="+", type=int, default=[256, 64])
     parser.add_argument("--size", type=int, default=608)
     parser.add_argument("--num-classes", type=int, default=15)

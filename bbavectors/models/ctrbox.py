@@ -5,14 +5,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..config import DOWN_RATIO
 from .backbones import Backbone
 from .decoder import Decoder
 from .heads import Heads
 
-__all__ = ["CTRBOX", "OUTPUT_STRIDE"]
-
-#: Stride of every head output; BBAVectors decodes at stride 4 whatever the trunk.
-OUTPUT_STRIDE = 4
+__all__ = ["CTRBOX"]
 
 
 class CTRBOX(nn.Module):
@@ -21,6 +19,8 @@ class CTRBOX(nn.Module):
     ``forward(x)``: ``x`` is ``(B, 3, H, W)``, normalised; returns logits
     ``{"hm": (B, num_classes, h, w), "wh": (B, 10, h, w), "reg": (B, 2, h, w), "cls_theta": (B, 1, h, w)}``
     with ``h = ceil(H / 4)``, ``w = ceil(W / 4)``: 608x608 gives 152x152, 600x800 gives 150x200.
+
+    ``down_ratio`` is that output stride, :data:`bbavectors.config.DOWN_RATIO`.
 
     Any input size works. The trunk needs sides that are multiples of its deepest stride (32) for its
     maps to line up, so the input is zero-padded on the right and bottom to the next multiple of 32,
@@ -36,7 +36,7 @@ class CTRBOX(nn.Module):
         self.decoder = decoder
         self.heads = heads
         self.num_classes = heads.num_classes
-        self.down_ratio = OUTPUT_STRIDE
+        self.down_ratio = DOWN_RATIO
         self.size_divisor = max(backbone.strides)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
@@ -47,7 +47,7 @@ class CTRBOX(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         out = self.heads(self.decoder(self.backbone(x)))
         if pad_h or pad_w:
-            out_h = -(-height // OUTPUT_STRIDE)
-            out_w = -(-width // OUTPUT_STRIDE)
+            out_h = -(-height // DOWN_RATIO)
+            out_w = -(-width // DOWN_RATIO)
             out = {k: v[..., :out_h, :out_w] for k, v in out.items()}
         return out

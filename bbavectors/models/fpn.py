@@ -1,11 +1,13 @@
-"""Our trunks as FPN backbones for torchvision's detectors (Faster R-CNN, RetinaNet, ...).
+"""The Faster R-CNN trunk: our trunks with a feature pyramid, for torchvision's detectors.
 
+One entry point, :func:`build_fpn_backbone`, with the defaults of torchvision's
+``resnet_fpn_backbone``: the last 3 trunk stages trainable, FrozenBatchNorm2d, 256 pyramid channels.
 Example::
 
     from torchvision.models.detection import FasterRCNN
-    from bbavectors.models.detection import build_fpn_backbone
+    from bbavectors.models import build_fpn_backbone
 
-    backbone = build_fpn_backbone("mobilenet_v2", pretrained=None, trainable_layers=3)
+    backbone = build_fpn_backbone("mobilenet_v2")
     model = FasterRCNN(backbone, num_classes=3)  # the default anchors expect 5 maps: "0".."3", "pool"
 """
 
@@ -53,11 +55,19 @@ def build_fpn_backbone(
     frozen_bn: bool = True,
     out_channels: int = 256,
 ) -> FPNBackbone:
-    """An FPN trunk for torchvision's detectors; defaults follow ``resnet_fpn_backbone``.
+    """An FPN trunk for torchvision's detectors (Faster R-CNN, RetinaNet, ...).
 
-    Args are those of :func:`bbavectors.models.backbones.build_backbone`, plus the FPN width.
-    Frozen BatchNorm is the default because detectors train with a few images per GPU, where batch
-    statistics are too noisy to update BN.
+    Args:
+        name, pretrained: as :func:`bbavectors.models.backbones.build_backbone` (any torchvision
+            classifier with stride 4..32 maps, ``"timm:<name>"``; None, ``"imagenet"`` or a file).
+        trainable_layers: trunk stages left trainable, counted from the deepest (3: strides 8..32,
+            as ``resnet_fpn_backbone``).
+        frozen_bn: FrozenBatchNorm2d in the trunk (default). Detectors train with a few images per
+            GPU, where batch statistics are too noisy to update BN.
+        out_channels: channels of every pyramid level.
+
+    Returns:
+        An :class:`FPNBackbone`: ``"0".."3"`` at strides 4..32 and ``"pool"`` at stride 64.
     """
     body = build_backbone(name, pretrained=pretrained, trainable_layers=trainable_layers, frozen_bn=frozen_bn)
     return FPNBackbone(body, out_channels)
