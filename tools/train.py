@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from bbavectors.config import ConfigError, config_to_dict
+from bbavectors.engine.budget import process_start_time
 from bbavectors.engine.distributed import cleanup_distributed
 from bbavectors.engine.train_state import CheckpointWriteError, TrainResult
 from bbavectors.engine.trainer import AMP_MODES, NonFiniteLossError, Trainer, prepare_run
@@ -122,8 +123,10 @@ def print_summary(result: TrainResult, run_dir: Path) -> None:
     print(line + f"; run folder: {run_dir}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    started = time.time()
+def main(argv: list[str] | None = None, started: float | None = None) -> int:
+    """Run the command; ``started`` (``time.time()``) starts the time budget's clock (default: now;
+    the process's start when run as a script, so imports and data generation count)."""
+    started = time.time() if started is None else started
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -153,4 +156,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(started=process_start_time()))

@@ -2,7 +2,8 @@ r"""Training time budget (``train.time_budget`` minutes, ``tools/train.py --time
 
 A budgeted run ends near its budget with a *finished* learning-rate schedule, not a cut-off one:
 
-1. The first :data:`PROBE_STEPS` steps run on the config's schedule (warm-up first) while the step
+1. The first :data:`PROBE_STEPS` steps (fewer when they take :data:`PROBE_MAX_SHARE` of the budget,
+   or the first epoch is shorter) run on the config's schedule (warm-up first) while the step
    time is measured (the first :data:`PROBE_SKIP` steps, which pay for lazy start-up, are not timed).
 2. :func:`plan_time_budget` picks the number of steps that fits in what is left of the budget,
    counting validation passes and checkpoint saves; the schedule is re-shaped to end there
@@ -12,7 +13,8 @@ A budgeted run ends near its budget with a *finished* learning-rate schedule, no
    (loader workers warming up); and once after the first validation when its measured time was off
    by as much. Only the remaining part of the schedule changes; the learning rate never jumps.
 
-The budget clock starts when the command started (``budget_start``), data set generation included.
+The budget clock starts when the process started (:func:`process_start_time`: interpreter start,
+imports and data set generation included).
 The chosen length is stored in every checkpoint (``"budget"``) and kept on resume (no new plan).
 
 Validation cost before any validation ran: one validation batch is timed in eval mode (forward
@@ -23,20 +25,38 @@ mAP and prediction pictures).
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass
 
-__all__ = ["BudgetPlan", "plan_time_budget", "validations_in", "PROBE_STEPS", "PROBE_SKIP",
-           "REPLAN_TOLERANCE", "VAL_OVERHEAD", "BUDGET_MARGIN"]
+__all__ = ["BudgetPlan", "plan_time_budget", "validations_in", "process_start_time", "PROBE_STEPS", "PROBE_SKIP",
+           "REPLAN_TOLERANCE", "VAL_OVERHEAD", "PROBE_MAX_SHARE", "BUDGET_MARGIN"]
 
 #: Steps run before the first plan; the first PROBE_SKIP of them are not timed.
 PROBE_STEPS = 8
 PROBE_SKIP = 2
 #: A measured cost this far from its estimate (relative) triggers the one-time re-plan.
 REPLAN_TOLERANCE = 0.2
+#: The probe also ends once it used this share of the budget (slow machines, short budgets).
+PROBE_MAX_SHARE = 0.05
 #: Validation time per batch = eval forward time x this (decode, NMS, evaluation, pictures).
-VAL_OVERHEAD = 2.0
+VAL_OVERHEAD = 3.0
 #: Fraction of the budget kept free for the end of the run (summary, closing files, jitter).
 BUDGET_MARGIN = 0.03
+
+
+def process_start_time() -> float:
+    """``time.time()`` at which this process started (Linux ``/proc``), so that the budget counts the
+    interpreter's start and the imports too; ``time.time()`` now where ``/proc`` is absent."""
+    try:
+        with open(f"/proc/{os.getpid()}/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: start time after boot
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        started = time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+        return started if started <= time.time() else time.time()
+    except (OSError, ValueError, IndexError):
+        return time.time()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..runtime import autocast_context, unwrap_model
-from .budget import PROBE_SKIP, PROBE_STEPS, REPLAN_TOLERANCE, VAL_OVERHEAD, BudgetPlan, plan_time_budget
+from .budget import (
+    PROBE_MAX_SHARE,
+    PROBE_SKIP,
+    PROBE_STEPS,
+    REPLAN_TOLERANCE,
+    VAL_OVERHEAD,
+    BudgetPlan,
+    plan_time_budget,
+)
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -74,7 +82,9 @@ class RunBudget:
         now = time.perf_counter()
         if self._seen in (1, PROBE_SKIP):
             self._marks["start" if self._seen == PROBE_SKIP else "first"] = (now, self._seen)
-        if self._seen < PROBE_STEPS and steps_in_epoch < self.steps_per_epoch:
+        assert self.minutes is not None
+        probe_long = self._seen > PROBE_SKIP and now - self._created > PROBE_MAX_SHARE * 60 * self.minutes
+        if self._seen < PROBE_STEPS and steps_in_epoch < self.steps_per_epoch and not probe_long:
             return last_step
         t0, n0 = self._marks.get("start", self._marks["first"])
         if self._seen > n0:
