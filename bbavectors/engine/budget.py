@@ -29,8 +29,8 @@ import os
 import time
 from dataclasses import dataclass
 
-__all__ = ["BudgetPlan", "plan_time_budget", "validations_in", "process_start_time", "PROBE_STEPS", "PROBE_SKIP",
-           "REPLAN_TOLERANCE", "VAL_OVERHEAD", "PROBE_MAX_SHARE", "BUDGET_MARGIN"]
+__all__ = ["BudgetPlan", "plan_time_budget", "validations_in", "process_start_time", "PROBE_STEPS",
+           "PROBE_SKIP",           "REPLAN_TOLERANCE", "VAL_OVERHEAD", "PROBE_MAX_SHARE", "BUDGET_MARGIN"]
 
 #: Steps run before the first plan; the first PROBE_SKIP of them are not timed.
 PROBE_STEPS = 8
@@ -94,17 +94,19 @@ def plan_time_budget(
     steps_done: int = 0,
     margin: float = BUDGET_MARGIN,
 ) -> BudgetPlan:
-    """The longest run (in whole epochs when at least one fits) that ends within the budget.
+    """The most steps that end within the budget (the last epoch may be partial).
 
-    Cost of a run of ``E`` epochs, from the budget clock's start::
+    A run ending at step ``T`` in epoch ``E = ceil(T / steps_per_epoch)`` costs, from the budget
+    clock's start::
 
-        spent_s + (E * steps_per_epoch - steps_done) * sec_per_step
-                + validations_in(e0 + 1, E) * val_seconds + (E - e0) * save_seconds
+        spent_s + (T - steps_done) * sec_per_step
+                + validations_in(e0 + 1, E, val_every) * val_seconds + (E - e0) * save_seconds
 
     with ``e0 = steps_done // steps_per_epoch`` epochs already finished (their validations and saves
-    are in ``spent_s``), to be at most ``budget_s * (1 - margin)``. When not even the current epoch
-    fits, the run ends inside it: the steps that fit after one validation and one save (at least
-    one more step).
+    are in ``spent_s``); it must be at most ``budget_s * (1 - margin)``. For each ``E`` the fixed
+    costs are known, so ``T`` is the largest step count they leave room for, capped at the end of
+    epoch ``E``; the plan is the largest ``T`` that falls inside its epoch. When nothing fits, one
+    more step (the run must end saved and validated).
 
     Args:
         budget_s: the budget in seconds.
@@ -121,22 +123,19 @@ def plan_time_budget(
     limit = budget_s * (1.0 - margin)
     done_epochs = steps_done // steps_per_epoch
 
-    def cost(epochs: int) -> float:
-        steps = epochs * steps_per_epoch - steps_done
-        validations = validations_in(done_epochs + 1, epochs, val_every)
-        return (spent_s + steps * sec_per_step + validations * val_seconds
+    def fixed(epochs: int) -> float:
+        return (spent_s + validations_in(done_epochs + 1, epochs, val_every) * val_seconds
                 + (epochs - done_epochs) * save_seconds)
 
-    epochs = done_epochs
-    # Cost grows by at least one epoch of steps per epoch: a bounded linear search.
-    upper = done_epochs + 1 + int(max(0.0, limit - spent_s) / max(sec_per_step * steps_per_epoch, 1e-9))
-    while epochs < upper and cost(epochs + 1) <= limit:
+    best: tuple[int, int] | None = None
+    epochs = done_epochs + 1
+    while True:
+        steps = min(epochs * steps_per_epoch, steps_done + math.floor((limit - fixed(epochs)) / sec_per_step))
+        if steps <= max((epochs - 1) * steps_per_epoch, steps_done):
+            break  # ends before this epoch starts: later epochs cost even more
+        best = (steps, epochs)
         epochs += 1
-    if epochs > done_epochs:
-        return BudgetPlan(epochs * steps_per_epoch, epochs, cost(epochs))
-    # Not even the current epoch fits: stop inside it.
-    left = limit - spent_s - (val_seconds if val_seconds > 0 else 0.0) - save_seconds
-    steps = steps_done + max(1, math.floor(left / sec_per_step))
-    steps = min(steps, (done_epochs + 1) * steps_per_epoch)
-    predicted = spent_s + (steps - steps_done) * sec_per_step + val_seconds + save_seconds
-    return BudgetPlan(steps, math.ceil(steps / steps_per_epoch), predicted)
+    if best is None:
+        best = (steps_done + 1, math.ceil((steps_done + 1) / steps_per_epoch))
+    steps, epochs = best
+    return BudgetPlan(steps, epochs, fixed(epochs) + (steps - steps_done) * sec_per_step)
