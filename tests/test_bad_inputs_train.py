@@ -60,6 +60,8 @@ def _assert_one_line_error(rc: int, err: str, *words: str) -> None:
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("20")]  # log lines
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert not lines[0].startswith(("error: '", 'error: "')), err  # the message, not its repr
+    assert "weights_only" not in err  # never advise loading an untrusted file unsafely
     for word in words:
         assert word in lines[0], (word, lines[0])
 

@@ -102,8 +102,9 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return items + [item for group in args.overrides for item in group]
 
 
-def _error(message: object) -> int:
-    print(f"error: {str(message).splitlines()[0] if str(message) else message!r}", file=sys.stderr)
+def _error(error: BaseException) -> int:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    print(f"error: {text.splitlines()[0] if text else type(error).__name__}", file=sys.stderr)
     return 2
 
 

@@ -1,6 +1,8 @@
 """The time budget inside a run: probe the step time, plan, re-plan once, log, save, restore.
 
 The rules are in :mod:`bbavectors.engine.budget` (the planning itself is a pure function there).
+Under torchrun every decision (plan now? re-plan?) and every measured cost is rank 0's, broadcast, so
+all ranks train the same number of steps on the same curve.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .budget import (
     BudgetPlan,
     plan_time_budget,
 )
+from .distributed import broadcast_object
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -84,7 +87,8 @@ class RunBudget:
             self._marks["start" if self._seen == PROBE_SKIP else "first"] = (now, self._seen)
         assert self.minutes is not None
         probe_long = self._seen > PROBE_SKIP and now - self._created > PROBE_MAX_SHARE * 60 * self.minutes
-        if self._seen < PROBE_STEPS and steps_in_epoch < self.steps_per_epoch and not probe_long:
+        probing = self._seen < PROBE_STEPS and steps_in_epoch < self.steps_per_epoch and not probe_long
+        if broadcast_object(probing):
             return last_step
         t0, n0 = self._marks.get("start", self._marks["first"])
         if self._seen > n0:
@@ -150,6 +154,7 @@ class RunBudget:
             if _off(self.measured_val, self.val_seconds):
                 reasons.append(f"validation {self.val_seconds:.1f} -> {self.measured_val:.1f} s")
                 self.val_seconds = self.measured_val
+        reasons = broadcast_object(reasons)
         if reasons:
             self._apply(tr, "re-estimate (" + ", ".join(reasons) + ")")
 
@@ -160,6 +165,9 @@ class RunBudget:
     def _apply(self, tr: Trainer, why: str) -> None:
         assert self.minutes is not None
         budget_s = self.minutes * 60.0
+        self.sec_per_step, self.val_seconds, self.save_seconds = broadcast_object(
+            (self.sec_per_step, self.val_seconds, self.save_seconds))
+        self.clock0 = broadcast_object(self.clock0)
         self.plan = plan_time_budget(budget_s, self.sec_per_step, self.steps_per_epoch, self.val_seconds,
                                      self.val_every, self.save_seconds, self.elapsed(), tr.step)
         self.plans += 1

@@ -92,6 +92,8 @@ class Meter:
 
 
 def _first_line(e: BaseException) -> str:
+    if "weights_only" in str(e):  # torch's advice to load unsafely is never passed on
+        return "it holds objects other than tensors and plain types (refused for safety)"
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
