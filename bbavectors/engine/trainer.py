@@ -108,7 +108,8 @@ class Trainer:
         cfg: the resolved config (when resuming: the checkpoint's, possibly with overrides).
         run_dir: the run folder (created here once the start-up checks passed; a resumed run's folder).
         resume: a ``last.pt`` (or ``best.pt``) to continue from; resume_state: that file, loaded already.
-        dist_info, device: this process's place in a torchrun job and its device (default: resolved).
+        dist_info, device: this process's place in a torchrun job and its device (given by
+            :func:`prepare_run`, which joined the process group; None: resolved and joined here).
         progress: tqdm bars on rank 0.
         hook: ``hook(event, trainer)`` after each event of :data:`HOOK_EVENTS` (tests use it to
             interrupt a run, or to watch it).
@@ -129,8 +130,10 @@ class Trainer:
         self.progress, self.hook = progress and self.dist.is_main, hook
         self.log_every, self.num_pictures = max(1, log_every), num_pictures
         t = cfg.train
-        self.device = device if device is not None else resolve_device(t.device, self.dist.local_rank)
-        init_distributed(self.dist, self.device)  # no-op when prepare_run joined the group already
+        if device is None:  # used as a library: resolve the device and join the group here, once
+            device = resolve_device(t.device, self.dist.local_rank)
+            init_distributed(self.dist, device)
+        self.device = device
         self.threads = configure_cpu_threads(self.device, threads)
         self.amp_dtype, use_scaler = resolve_amp(t.amp, self.device)
         self.channels_last = t.channels_last and self.device.type == "cuda"
