@@ -12,6 +12,9 @@ Examples::
     # 8 GPUs (lr scales with the global batch, see docs/training.md)
     torchrun --nproc_per_node 8 tools/train.py --config configs/dota_resnet101.yaml --data datasets/dota_split
 
+    # a time budget: measure the speed, train as many steps as fit in 60 minutes, schedule finished
+    python tools/train.py --data datasets/dota_split --backbone resnet50 --time 60
+
     # continue an interrupted run (same folder, same step count and learning-rate curve)
     python tools/train.py --resume runs/r18/last.pt
 
