@@ -91,8 +91,9 @@ def test_yolo_predictions_are_scored_by_the_task1_evaluator(tmp_path: Path) -> N
 
 def test_perfect_yolo_predictions_score_one(tmp_path: Path) -> None:
     _write_labels(tmp_path / "labelTxt")
-    per_image = [("a", yolo_obb_to_detections(np.array([_box(10, 20, 30, 8)]), [0.5], [0], SHIP, ("ship",))),
-                 ("b", yolo_obb_to_detections(np.array([_box(100, 100, 20, 50)]), [0.6], [0], SHIP, ("ship",)))]
+    boxes = {"a": _box(10, 20, 30, 8), "b": _box(100, 100, 20, 50)}
+    per_image = [(k, yolo_obb_to_detections(np.array([b]), [0.5], [0], SHIP, ("ship",)))
+                 for k, b in boxes.items()]
     result = score_predictions(per_image, ("ship",), tmp_path / "labelTxt", ["a", "b"])
     assert result.map07 == pytest.approx(1.0) and result.map_area == pytest.approx(1.0)
 
@@ -165,7 +166,8 @@ def test_tiny_end_to_end_yolo(shared_data: Path, tmp_path: Path, capsys: pytest.
         pytest.skip("tools/convert_dataset.py (DOTA -> YOLO-OBB) is not in this checkout yet")
     src, train, val = _tiny_ssdd(shared_data, tmp_path)
     tool = _load_tool("benchmark_accuracy")
-    args = [*_tiny_args(src, train, val, tmp_path / "work"), "--skip-ours", "--yolo-models", "yolov8n-obb.yaml"]
+    args = [*_tiny_args(src, train, val, tmp_path / "work"), "--skip-ours",
+            "--yolo-models", "yolov8n-obb.yaml"]
     assert tool.main(args) == 0
     data = json.loads((tmp_path / "work" / "accuracy.json").read_text(encoding="utf-8"))
     (row,) = data["rows"]

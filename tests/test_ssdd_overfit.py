@@ -14,12 +14,10 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
-#: 7 ships in 4 images (1, 1, 3, 2), long sides 48 to 98 px in images of about 500 x 350.
-IMAGE_IDS = ("000002", "000003", "000006", "000014")
-STEPS = 40
+#: 5 ships in 3 images (1, 1, 3), long sides 48 to 92 px in images of about 500 x 350.
+IMAGE_IDS = ("000002", "000003", "000006")
+STEPS = 60
 
 
 def _load_tool(name: str) -> ModuleType:
@@ -47,15 +45,16 @@ def test_overfit_a_few_real_ssdd_images_finds_their_ships(shared_data: Path, tmp
     no_augment = ["augment.hflip=0", "augment.vflip=0", "augment.rot90=0", "augment.rotate=0",
                   "augment.scale_min=1", "augment.scale_max=1", "augment.color_jitter=0"]
     args = ["--data", str(data), "--classes", "hrsc2016", "--backbone", "resnet18", "--head-width", "32",
-            "--input-size", "256", "--batch-size", "4", "--epochs", str(STEPS), "--lr", "2e-3",
+            "--input-size", "192", "--batch-size", "3", "--epochs", str(STEPS), "--lr", "3e-3",
             "--workers", "0", "--device", "cpu", "--amp", "none", "--seed", "0", "--threads", "1",
             "--runs-dir", str(tmp_path / "runs"), "--name", "overfit", "--quiet",
-            "--set", "train.base_batch_size=4", "train.warmup_epochs=2", "train.val_every=1000",
+            "--set", "train.base_batch_size=3", "train.warmup_epochs=3", "train.val_every=1000",
             "data.train_split=trainval", "data.val_split=none", *no_augment]
     assert train_tool.main(args) == 0
     out = tmp_path / "test"
     assert test_tool.main(["--checkpoint", str(tmp_path / "runs" / "overfit" / "last.pt"),
-                           "--images", str(data / "images"), "--out", str(out), "--eval", str(data / "labelTxt"),
+                           "--images", str(data / "images"), "--out", str(out),
+                           "--eval", str(data / "labelTxt"),
                            "--device", "cpu", "--workers", "0", "--score-thresh", "0.05", "--quiet"]) == 0
     result = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     assert result["map07"] >= 0.9, result

@@ -8,12 +8,12 @@ the YOLO rows (skipped with the reason otherwise). See docs/benchmarks.md.
 Examples::
 
     # the full comparison on a 2-core CPU (45 minutes of training per model)
-    python tools/benchmark_accuracy.py --data DATA --train-split splits/train.txt --val-split splits/val.txt \\
-        --work-dir bench_ssdd --minutes 45 --threads 2 --json bench_ssdd/accuracy.json
+    python tools/benchmark_accuracy.py --data DATA --train-split splits/train.txt \\
+        --val-split splits/val.txt --work-dir bench_ssdd --minutes 45 --threads 2
 
     # on a GPU
-    python tools/benchmark_accuracy.py --data DATA --train-split splits/train.txt --val-split splits/val.txt \\
-        --work-dir bench_gpu --minutes 45 --device cuda --json bench_gpu/accuracy.json
+    python tools/benchmark_accuracy.py --data DATA --train-split splits/train.txt \\
+        --val-split splits/val.txt --work-dir bench_gpu --minutes 45 --device cuda
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-ours", action="store_true", help="only the YOLO models")
     p.add_argument("--warmup", type=int, default=5, help="untimed predictions before timing (default 5)")
     p.add_argument("--timed-images", type=int, help="time only the first N validation images")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"),
+                   help="our mixed precision (default: none on the CPU, the recipe's on a GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override our recipe (repeatable)")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes=args.minutes if args.minutes > 0 else None, max_epochs=args.max_epochs, device=args.device,
         threads=args.threads, workers=args.workers, input_size=args.input_size, batch_size=args.batch_size,
         yolo_models=tuple(args.yolo_models), run_ours=not args.skip_ours, run_yolo=bool(args.yolo_models),
-        warmup_images=args.warmup, timed_images=args.timed_images, seed=args.seed,
+        warmup_images=args.warmup, timed_images=args.timed_images, seed=args.seed, amp=args.amp,
         overrides=tuple(args.overrides))
     if args.config is not None:
         settings.config = args.config

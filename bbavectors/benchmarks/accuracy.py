@@ -112,6 +112,9 @@ class AccuracySettings:
     warmup_images: int = 5
     timed_images: int | None = None
     seed: int = 0
+    #: Our run's mixed precision; None: "none" on the CPU (bf16 autocast measured slower there,
+    #: docs/benchmarks.md), the recipe's on a GPU. Ultralytics always runs with amp=False (offline).
+    amp: str | None = None
     #: Extra ``section.key=value`` overrides for our run (``--set``).
     overrides: tuple[str, ...] = ()
 
@@ -309,6 +312,9 @@ def train_ours(settings: AccuracySettings) -> Path:
         args += ["--epochs", str(settings.max_epochs)]
     if settings.threads is not None:
         args += ["--threads", str(settings.threads)]
+    amp = settings.amp if settings.amp is not None else ("none" if settings.device == "cpu" else None)
+    if amp is not None:
+        args += ["--amp", amp]
     if settings.input_size is not None:
         args += ["--input-size", str(settings.input_size)]
     if settings.batch_size is not None:
