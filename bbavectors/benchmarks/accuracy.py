@@ -50,7 +50,6 @@ from ..checkpoint import load_checkpoint
 from ..data.dataset import list_images, read_split_file
 from ..data.image_io import read_image
 from ..inference.predictor import Detections, Predictor
-from ..inference.runner import DetectionCollector
 from ..runtime import cpu_has_bf16
 
 __all__ = [
@@ -213,11 +212,25 @@ def yolo_obb_to_detections(corners: ArrayLike, conf: ArrayLike, cls: ArrayLike,
 
 def collect_task1(per_image: Sequence[tuple[str, Detections]], classes: Sequence[str]
                   ) -> dict[str, ClassDetections]:
-    """``[(image id, Detections)]`` -> ``{class: ClassDetections}`` (Task1 files in memory)."""
-    collector = DetectionCollector(classes)
+    """``[(image id, Detections)]`` -> ``{class: ClassDetections}`` for every class (Task1 files in
+    memory, empty classes included)."""
+    ids: list[list[str]] = [[] for _ in classes]
+    scores: list[list[NDArray[np.float64]]] = [[] for _ in classes]
+    polys: list[list[NDArray[np.float64]]] = [[] for _ in classes]
     for image_id, dets in per_image:
-        collector.add(image_id, dets)
-    return collector.result()
+        cls = dets["classes"].detach().cpu().numpy().reshape(-1)
+        s = dets["scores"].detach().cpu().double().numpy().reshape(-1)
+        p = dets["polygons"].detach().cpu().double().numpy().reshape(-1, 8)
+        for c in np.unique(cls):
+            if not 0 <= c < len(classes):
+                raise ValueError(f"{image_id}: class index {int(c)} outside [0, {len(classes)})")
+            sel = cls == c
+            ids[int(c)] += [image_id] * int(sel.sum())
+            scores[int(c)].append(s[sel])
+            polys[int(c)].append(p[sel])
+    return {name: ClassDetections(ids[k], np.concatenate(scores[k]) if scores[k] else np.zeros(0),
+                                  np.concatenate(polys[k]) if polys[k] else np.zeros((0, 8)))
+            for k, name in enumerate(classes)}
 
 
 def score_predictions(per_image: Sequence[tuple[str, Detections]], classes: Sequence[str],
