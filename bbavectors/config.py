@@ -18,6 +18,7 @@ values are parsed as YAML scalars (``1e-4``, ``true``, ``[0.5, 1.0]``, ``null``)
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = [
     "config_from_dict",
     "save_config",
     "ConfigError",
+    "validate_config",
 ]
 
 
@@ -71,11 +73,14 @@ class DataConfig:
 
     #: Data set folder holding images/, labelTxt/ and split files; None = built-in synthetic set.
     root: str | None = None
-    #: Class list: dota1.0 | dota1.5 | dota2.0 | hrsc2016 | synthetic | path to a text file.
-    classes: str = "dota1.0"
+    #: Class list: auto | dota1.0 | dota1.5 | dota2.0 | hrsc2016 | synthetic | path to a text file.
+    #: ``auto``: ``<root>/classes.txt`` when it exists, else dota1.0 (the choice is logged).
+    classes: str = "auto"
+    #: Split files: a name in the data folder (``trainval`` -> ``<root>/trainval.txt``) or the path of a
+    #: ``.txt`` file anywhere (so split files can live outside a read-only data folder).
     train_split: str = "trainval"
     val_split: str = "val"
-    #: Square network input (letterbox target), a multiple of 32 is fastest.
+    #: Square network input (letterbox target), a positive multiple of 32 (the trunk's stride).
     input_size: int = 608
     #: Per-channel mean / std of RGB images in [0, 1] (ImageNet), applied on the device.
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -172,6 +177,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_nonfinite: int = 10
+    #: Wall-clock budget in minutes (None = off): the run measures its speed and sets the number of
+    #: steps / epochs (and the learning-rate schedule) to end within it (docs/training.md).
+    time_budget: float | None = None
 
 
 @dataclass
@@ -255,6 +263,54 @@ def _from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()
     }
     return cls(**kwargs)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive_number(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check the values a run depends on (ranges, names); returns ``cfg``.
+
+    Raises:
+        ConfigError: the first bad value, named by its key, in one line.
+    """
+    from .models import KNOWN_BACKBONES  # late import: the model package imports this module
+
+    m, d, t = cfg.model, cfg.data, cfg.train
+    _check(m.backbone in KNOWN_BACKBONES or (m.backbone.startswith("timm:") and len(m.backbone) > 5),
+           f"model.backbone: unknown backbone {m.backbone!r}; known: {', '.join(sorted(KNOWN_BACKBONES))} "
+           "or timm:<name>")
+    _check(m.head_width >= 1, f"model.head_width must be >= 1, got {m.head_width}")
+    _check(d.input_size > 0 and d.input_size % 32 == 0,
+           f"data.input_size must be a positive multiple of 32, got {d.input_size}")
+    _check(d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")
+    _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    _check(t.base_batch_size >= 1, f"train.base_batch_size must be >= 1, got {t.base_batch_size}")
+    _check(_positive_number(t.lr), f"train.lr must be a positive number, got {t.lr}")
+    _check(math.isfinite(t.weight_decay) and t.weight_decay >= 0,
+           f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    _check(t.optimizer.lower() in ("adam", "adamw"),
+           f"train.optimizer must be adam or adamw, got {t.optimizer!r}")
+    _check(t.schedule.lower() in ("cosine", "exponential", "constant"),
+           f"train.schedule must be cosine, exponential or constant, got {t.schedule!r}")
+    _check(math.isfinite(t.warmup_epochs) and t.warmup_epochs >= 0,
+           f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}")
+    _check(math.isfinite(t.grad_clip) and t.grad_clip >= 0,
+           f"train.grad_clip must be >= 0, got {t.grad_clip}")
+    _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    _check(t.amp.lower() in ("bf16", "fp16", "none"), f"train.amp must be bf16, fp16 or none, got {t.amp!r}")
+    _check(t.val_every >= 1, f"train.val_every must be >= 1, got {t.val_every}")
+    _check(t.max_nonfinite >= 1, f"train.max_nonfinite must be >= 1, got {t.max_nonfinite}")
+    _check(t.time_budget is None or _positive_number(t.time_budget),
+           f"train.time_budget (--time) must be a positive number of minutes, got {t.time_budget}")
+    return cfg
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

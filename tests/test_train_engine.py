@@ -105,9 +105,10 @@ def test_fit_runs_epochs_validates_and_checkpoints(tiny_data: Path, tmp_path: Pa
     assert best["best_map07"] == pytest.approx(result.best_map07)
     # The EMA weights are what a checkpoint's model is rebuilt with.
     model, cfg, classes = model_from_checkpoint(tmp_path / "last.pt")
-    ema_weight = ckpt["ema"]["heads.hm.0.weight"] if "heads.hm.0.weight" in ckpt["ema"] else None
-    if ema_weight is not None:
-        assert torch.equal(model.state_dict()["heads.hm.0.weight"], ema_weight)
+    # Unconditional: a renamed key fails here (KeyError) instead of silently skipping the check.
+    key = "heads.hm.0.weight"
+    assert torch.equal(model.state_dict()[key], ckpt["ema"][key])
+    assert not torch.equal(ckpt["ema"][key], ckpt["model"][key])  # the EMA really differs from the weights
     assert cfg.model.head_width == 16 and classes == list(SYNTHETIC)
     assert list((tmp_path / "predictions").glob("*.png"))
 

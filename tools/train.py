@@ -26,13 +26,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
 from bbavectors.config import ConfigError, config_to_dict
+from bbavectors.engine.budget import process_start_time
 from bbavectors.engine.distributed import cleanup_distributed
+from bbavectors.engine.train_state import CheckpointWriteError, TrainResult
 from bbavectors.engine.trainer import AMP_MODES, NonFiniteLossError, Trainer, prepare_run
+
+#: Errors a user can cause (bad values, files, folders, data): one line on stderr, exit code 2.
+USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, CheckpointWriteError)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backbone", help="trunk: resnet18/34/50/101/152, mobilenet_v2, timm:<name>, ...")
     p.add_argument("--pretrained", help="trunk weights: imagenet (needs network) or a local .pth file")
     p.add_argument("--head-width", type=int, help="channels of the head convolutions")
-    p.add_argument("--classes", help="class list: dota1.0 | dota1.5 | dota2.0 | hrsc2016 | synthetic | file")
+    p.add_argument("--classes", help="class list: dota1.0 | dota1.5 | dota2.0 | hrsc2016 | synthetic | file "
+                   "(default: DATA/classes.txt when it exists, else dota1.0)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="images per step and per process")
     p.add_argument("--input-size", type=int, help="square network input side in pixels")
@@ -55,6 +62,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights (validated and saved)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--val-every", type=int, help="validate every N epochs (and after the last)")
+    p.add_argument("--time", type=float, metavar="MINUTES",
+                   help="time budget: measure the speed, then train as many steps as fit in MINUTES (from "
+                   "the command's start, validation and checkpoints included) on a schedule that ends "
+                   "there (train.time_budget; overrides --epochs)")
+    p.add_argument("--train-split", help="training split: a name in --data (trainval -> DATA/trainval.txt) "
+                   "or the path of a .txt file anywhere")
+    p.add_argument("--val-split", help="validation split: a name in --data or the path of a .txt file")
     p.add_argument("--seed", type=int)
     p.add_argument("--name", help="run folder name under --runs-dir (default: <backbone>_<time> or the "
                    "config's name); an existing folder is never overwritten")
@@ -77,6 +91,7 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
         "classes": "data.classes", "epochs": "train.epochs", "batch_size": "train.batch_size",
         "input_size": "data.input_size", "lr": "train.lr", "workers": "data.workers",
         "device": "train.device", "amp": "train.amp", "val_every": "train.val_every", "seed": "train.seed",
+        "time": "train.time_budget", "train_split": "data.train_split", "val_split": "data.val_split",
     }
     items = [f"{key}={getattr(args, flag)}" for flag, key in mapping.items()
              if getattr(args, flag) is not None]
@@ -87,39 +102,58 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return items + [item for group in args.overrides for item in group]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _error(message: object) -> int:
+    print(f"error: {str(message).splitlines()[0] if str(message) else message!r}", file=sys.stderr)
+    return 2
+
+
+def print_summary(result: TrainResult, run_dir: Path) -> None:
+    """The AP table, best mAP, and one line: epochs, steps, time (and budget), skipped steps and labels."""
+    if result.last_validation is not None:
+        print(result.last_validation.task1.format_table())
+        print(f"best VOC07 mAP {result.best_map07:.4f} (epoch {result.best_epoch})")
+    line = f"{result.epochs} epoch(s), {result.steps} step(s) in {result.seconds:.0f} s"
+    if result.budget is not None:
+        b = result.budget
+        line += (f" (time budget {b['budget_s']:.0f} s: {b['used_s']:.0f} s used, {b['total_steps']} steps "
+                 f"planned)")
+    line += f"; non-finite steps skipped: {result.nonfinite_skipped}"
+    if result.skipped_label_share > 0:
+        line += f"; WARNING {100 * result.skipped_label_share:.0f}% of the label lines skipped"
+    print(line + f"; run folder: {run_dir}")
+
+
+def main(argv: list[str] | None = None, started: float | None = None) -> int:
+    """Run the command; ``started`` (``time.time()``) starts the time budget's clock (default: now;
+    the process's start when run as a script, so imports and data generation count)."""
+    started = time.time() if started is None else started
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run = prepare_run(args.config, flag_overrides(args), args.data, args.runs_dir, args.name, args.resume)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return _error(e)
     if not run.dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     else:
         print(yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False), end="")
         print(f"run folder: {run.run_dir}")
     try:
-        trainer = Trainer(run.cfg, run.run_dir, resume=args.resume, dist_info=run.dist,
-                          progress=not args.quiet, threads=args.threads)
+        trainer = Trainer(run.cfg, run.run_dir, resume=run.resume_path, dist_info=run.dist,
+                          progress=not args.quiet, threads=args.threads, device=run.device,
+                          resume_state=run.resume_state, budget_start=started)
         result = trainer.fit()
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return _error(e)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
         cleanup_distributed()
     if run.dist.is_main:
-        if result.last_validation is not None:
-            print(result.last_validation.task1.format_table())
-            print(f"best VOC07 mAP {result.best_map07:.4f} (epoch {result.best_epoch})")
-        print(f"{result.epochs} epoch(s), {result.steps} step(s) in {result.seconds:.0f} s; "
-              f"non-finite steps skipped: {result.nonfinite_skipped}; run folder: {run.run_dir}")
+        print_summary(result, run.run_dir)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(started=process_start_time()))

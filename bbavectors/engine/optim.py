@@ -17,9 +17,13 @@ Schedule (per optimiser step, so that it does not jump at epoch boundaries)
 steps, ``T = epochs * steps_per_epoch`` steps in all, ``E = steps_per_epoch``::
 
     warm-up  (step < W):  (step + 1) / W                     linear, never exactly 0
-    cosine:               f + (1 - f) * (1 + cos(pi * p)) / 2,   p = (step - W) / (T - W), f = final_factor
+    cosine:               f + (a - f) * (1 + cos(pi * p)) / 2,   p = (step - A) / (T - A), f = final_factor
     exponential:          gamma ** ((step - W) / E)          the original's per-epoch gamma, smoothly
     constant:             1
+
+with ``A = W`` and ``a = 1`` unless the remaining part was re-shaped (:meth:`WarmupSchedule.reshape`,
+used by the time budget): then the cosine runs from the factor ``a`` it had at step ``A`` down to
+``f`` at the new end ``T``, so the curve never jumps.
 
 The schedule depends only on the step count, so a resumed run follows the same curve.
 
@@ -46,6 +50,7 @@ __all__ = [
     "build_optimizer",
     "WarmupSchedule",
     "build_scheduler",
+    "schedule_from_config",
 ]
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")
@@ -100,6 +105,9 @@ class WarmupSchedule:
     schedule: str = "cosine"
     gamma: float = 0.96
     final_factor: float = DEFAULT_FINAL_FACTOR
+    #: Start of the cosine part (-1: the end of the warm-up) and its factor there (re-shaped runs).
+    anchor_step: int = -1
+    anchor_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -120,9 +128,24 @@ class WarmupSchedule:
             return 1.0
         if self.schedule == "exponential":
             return float(self.gamma ** (after / self.steps_per_epoch))
-        span = max(1, self.total_steps - self.warmup_steps)
-        p = min(1.0, after / span)
-        return self.final_factor + (1 - self.final_factor) * 0.5 * (1 + math.cos(math.pi * p))
+        anchor = self.warmup_steps if self.anchor_step < 0 else self.anchor_step
+        span = max(1, self.total_steps - anchor)
+        p = min(1.0, max(0, step - anchor) / span)
+        f = self.final_factor
+        return f + (self.anchor_factor - f) * 0.5 * (1 + math.cos(math.pi * p))
+
+    def reshape(self, step: int, total_steps: int) -> None:
+        """End the schedule at ``total_steps`` without changing the factors of steps before ``step``.
+
+        In the warm-up only the end moves; after it, the cosine restarts from its current factor at
+        ``step`` and reaches ``final_factor`` at ``total_steps`` (a shorter run decays faster, a longer
+        one slower, never upwards). Exponential and constant schedules only change length.
+        """
+        total_steps = max(int(total_steps), step + 1)
+        if self.schedule == "cosine" and step > self.warmup_steps:
+            factor = self(step)
+            self.anchor_step, self.anchor_factor = step, factor
+        self.total_steps = total_steps
 
 
 def build_scheduler(
@@ -130,9 +153,25 @@ def build_scheduler(
     cfg: TrainConfig,
     steps_per_epoch: int,
     final_factor: float = DEFAULT_FINAL_FACTOR,
+    schedule: WarmupSchedule | None = None,
+    start_step: int = 0,
 ) -> LambdaLR:
-    """Per-step :class:`LambdaLR` over ``cfg.epochs * steps_per_epoch`` steps (call ``.step()`` per batch)."""
-    schedule = WarmupSchedule(
+    """Per-step :class:`LambdaLR` over ``cfg.epochs * steps_per_epoch`` steps (call ``.step()`` per batch).
+
+    Args:
+        schedule: the curve (default: :func:`schedule_from_config`).
+        start_step: steps already taken (resume): the learning rate starts at ``factor(start_step)``.
+            Each param group's ``initial_lr`` must then hold its base rate (the scheduler reads it).
+    """
+    if schedule is None:
+        schedule = schedule_from_config(cfg, steps_per_epoch, final_factor)
+    return LambdaLR(optimizer, schedule, last_epoch=start_step - 1)
+
+
+def schedule_from_config(cfg: TrainConfig, steps_per_epoch: int,
+                         final_factor: float = DEFAULT_FINAL_FACTOR) -> WarmupSchedule:
+    """The :class:`WarmupSchedule` of ``cfg`` (``cfg.epochs`` epochs of ``steps_per_epoch`` steps)."""
+    return WarmupSchedule(
         total_steps=cfg.epochs * steps_per_epoch,
         warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
         steps_per_epoch=steps_per_epoch,
@@ -140,4 +179,3 @@ def build_scheduler(
         gamma=cfg.gamma,
         final_factor=final_factor,
     )
-    return LambdaLR(optimizer, schedule)

@@ -1,0 +1,214 @@
+"""The time budget inside a run: probe the step time, plan, re-plan once, log, save, restore.
+
+The rules are in :mod:`bbavectors.engine.budget` (the planning itself is a pure function there).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..runtime import autocast_context, unwrap_model
+from .budget import (
+    PROBE_MAX_SHARE,
+    PROBE_SKIP,
+    PROBE_STEPS,
+    REPLAN_TOLERANCE,
+    VAL_OVERHEAD,
+    BudgetPlan,
+    plan_time_budget,
+)
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+__all__ = ["RunBudget"]
+
+logger = logging.getLogger(__name__)
+
+
+def _off(measured: float, estimate: float, tolerance: float = REPLAN_TOLERANCE, floor_s: float = 0.5) -> bool:
+    """``measured`` differs from ``estimate`` by more than ``tolerance`` (and by more than ``floor_s``)."""
+    return abs(measured - estimate) > max(tolerance * estimate, floor_s)
+
+
+class RunBudget:
+    """``train.time_budget`` for one run (inactive when ``minutes`` is None).
+
+    Args:
+        minutes: the budget; budget_start: ``time.time()`` when the command started (default now).
+        steps_per_epoch, val_every: the run's shape.
+    """
+
+    def __init__(self, minutes: float | None, budget_start: float | None, steps_per_epoch: int,
+                 val_every: int) -> None:
+        self.minutes = minutes
+        self.clock0 = budget_start if budget_start is not None else time.time()
+        self.steps_per_epoch, self.val_every = steps_per_epoch, val_every
+        self.plan: BudgetPlan | None = None
+        self.sec_per_step = self.val_seconds = self.save_seconds = 0.0
+        self.measured_val: float | None = None
+        self.measured_save: float | None = None
+        self.step_checked = self.val_checked = False
+        self.plans = 0
+        self._seen = 0
+        self._created = time.perf_counter()
+        self._marks: dict[str, tuple[float, int]] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.minutes is not None
+
+    def epochs_or(self, default: int) -> int:
+        return self.plan.epochs if self.plan is not None else default
+
+    def steps_or(self, default: int) -> int:
+        return self.plan.total_steps if self.plan is not None else default
+
+    def elapsed(self) -> float:
+        return time.time() - self.clock0
+
+    # -------------------------------------------------------------------------------- probing
+    def after_step(self, tr: Trainer, steps_in_epoch: int, last_step: int) -> int:
+        """Time the first steps; plan after :data:`PROBE_STEPS` (or the first epoch); the last step."""
+        if not self.active or self.plan is not None:
+            return last_step
+        self._seen += 1
+        now = time.perf_counter()
+        if self._seen in (1, PROBE_SKIP):
+            self._marks["start" if self._seen == PROBE_SKIP else "first"] = (now, self._seen)
+        assert self.minutes is not None
+        probe_long = self._seen > PROBE_SKIP and now - self._created > PROBE_MAX_SHARE * 60 * self.minutes
+        if self._seen < PROBE_STEPS and steps_in_epoch < self.steps_per_epoch and not probe_long:
+            return last_step
+        t0, n0 = self._marks.get("start", self._marks["first"])
+        if self._seen > n0:
+            self.sec_per_step = (now - t0) / (self._seen - n0)
+        else:  # a one-step epoch: that step's time, start-up included (over-estimates: safe)
+            self.sec_per_step = now - self._created
+        self.val_seconds = self._estimate_validation(tr)
+        self.save_seconds = self._estimate_save(tr)
+        self._marks["planned"] = (time.perf_counter(), tr.step)
+        self._apply(tr, "first estimate")
+        return self.steps_or(last_step)
+
+    def _estimate_validation(self, tr: Trainer) -> float:
+        if tr.val_set is None:
+            return 0.0
+        model = tr.ema.module if tr.ema is not None else unwrap_model(tr.model)
+        s = tr.cfg.data.input_size
+        x = torch.zeros(tr.cfg.train.batch_size, 3, s, s, device=tr.device)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), autocast_context(tr.device, tr.amp_dtype):
+            start = time.perf_counter()
+            model(x)
+            forward = time.perf_counter() - start
+        model.train(was_training)
+        batches = math.ceil(len(tr.val_set) / tr.cfg.train.batch_size)
+        return batches * forward * VAL_OVERHEAD
+
+    @staticmethod
+    def _estimate_save(tr: Trainer) -> float:
+        start = time.perf_counter()
+        torch.save({"model": unwrap_model(tr.model).state_dict(), "optimizer": tr.optimizer.state_dict()},
+                   io.BytesIO())
+        return (time.perf_counter() - start) * (2 if tr.ema is not None else 1)
+
+    # ----------------------------------------------------------------------------- re-planning
+    def saw_save(self, seconds: float) -> None:
+        if self.measured_save is None:
+            self.measured_save = seconds
+
+    def saw_validation(self, seconds: float) -> None:
+        if self.measured_val is None:
+            self.measured_val = seconds
+
+    def after_epoch(self, tr: Trainer) -> None:
+        """The one-time re-plans: after the first epoch (step time, save time), after the first
+        validation (its time); each only when the estimate was off (:data:`REPLAN_TOLERANCE`)."""
+        if not self.active or self.plan is None or tr.epoch >= self.plan.epochs:
+            return
+        reasons = []
+        if not self.step_checked and "planned" in self._marks:
+            self.step_checked = True
+            t0, s0 = self._marks["planned"]
+            t1, s1 = self._marks.get("epoch_end", (t0, s0))
+            if s1 - s0 >= 3 and _off((t1 - t0) / (s1 - s0), self.sec_per_step, floor_s=0.0):
+                reasons.append(f"step time {self.sec_per_step:.3f} -> {(t1 - t0) / (s1 - s0):.3f} s")
+                self.sec_per_step = (t1 - t0) / (s1 - s0)
+            if self.measured_save is not None and _off(self.measured_save, self.save_seconds):
+                reasons.append(f"save {self.save_seconds:.2f} -> {self.measured_save:.2f} s")
+                self.save_seconds = self.measured_save
+        if not self.val_checked and self.measured_val is not None:
+            self.val_checked = True
+            if _off(self.measured_val, self.val_seconds):
+                reasons.append(f"validation {self.val_seconds:.1f} -> {self.measured_val:.1f} s")
+                self.val_seconds = self.measured_val
+        if reasons:
+            self._apply(tr, "re-estimate (" + ", ".join(reasons) + ")")
+
+    def mark_epoch_end(self, step: int) -> None:
+        if self.active and "epoch_end" not in self._marks:
+            self._marks["epoch_end"] = (time.perf_counter(), step)
+
+    def _apply(self, tr: Trainer, why: str) -> None:
+        assert self.minutes is not None
+        budget_s = self.minutes * 60.0
+        self.plan = plan_time_budget(budget_s, self.sec_per_step, self.steps_per_epoch, self.val_seconds,
+                                     self.val_every, self.save_seconds, self.elapsed(), tr.step)
+        self.plans += 1
+        tr.scheduler.lr_lambdas[0].reshape(tr.step, self.plan.total_steps)  # type: ignore[attr-defined]
+        if tr.dist.is_main:
+            logger.info("time budget %.1f min, %s: %.3f s/step, validation ~%.1f s, save ~%.2f s, "
+                        "%.0f s used -> %d steps (%d epoch(s)), predicted end at %.0f s", self.minutes, why,
+                        self.sec_per_step, self.val_seconds, self.save_seconds, self.elapsed(),
+                        self.plan.total_steps, self.plan.epochs, self.plan.predicted_seconds)
+        tr.metrics.log("budget", tr.step, tr.epoch, {**self.summary_values(), "reason": why})
+
+    # --------------------------------------------------------------------------- state, summary
+    def summary_values(self) -> dict[str, Any]:
+        plan = self.plan
+        return {"budget_s": (self.minutes or 0.0) * 60.0, "sec_per_step": self.sec_per_step,
+                "val_seconds": self.val_seconds, "save_seconds": self.save_seconds,
+                "total_steps": plan.total_steps if plan else None, "epochs": plan.epochs if plan else None,
+                "predicted_s": plan.predicted_seconds if plan else None, "used_s": self.elapsed(),
+                "plans": self.plans}
+
+    def summary(self) -> dict[str, Any] | None:
+        return self.summary_values() if self.active else None
+
+    def finish(self, tr: Trainer) -> None:
+        if not self.active:
+            return
+        values = self.summary_values()
+        tr.metrics.log("budget", tr.step, tr.epoch, {**values, "reason": "finished"})
+        if tr.dist.is_main:
+            logger.info("time budget %.0f s: %.0f s used (predicted %s s), %d steps", values["budget_s"],
+                        values["used_s"], f"{values['predicted_s']:.0f}" if values["predicted_s"] else "?",
+                        tr.step)
+
+    def state(self) -> dict[str, Any] | None:
+        """What a checkpoint keeps: the chosen length and the measured costs."""
+        if not self.active or self.plan is None:
+            return None
+        return {"minutes": self.minutes, "total_steps": self.plan.total_steps, "epochs": self.plan.epochs,
+                "predicted_s": self.plan.predicted_seconds, "sec_per_step": self.sec_per_step,
+                "val_seconds": self.val_seconds, "save_seconds": self.save_seconds, "plans": self.plans}
+
+    def restore(self, saved: dict[str, Any] | None) -> bool:
+        """Keep a saved plan (no new probe, no re-plan); False when there is none."""
+        if saved is None:
+            return False
+        self.minutes = float(saved["minutes"]) if self.minutes is None else self.minutes
+        self.plan = BudgetPlan(int(saved["total_steps"]), int(saved["epochs"]), float(saved["predicted_s"]))
+        self.sec_per_step = float(saved["sec_per_step"])
+        self.val_seconds, self.save_seconds = float(saved["val_seconds"]), float(saved["save_seconds"])
+        self.plans = int(saved["plans"])
+        self.step_checked = self.val_checked = True
+        return True

@@ -1,0 +1,158 @@
+"""The time budget: the planning rule by hand, a schedule re-shaped to end at the chosen step without
+jumping, a tiny ``--time`` CLI run that ends near its budget on a finished schedule, and a resume
+that keeps the chosen length."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train_engine import make_tiny_dataset, tiny_config
+
+from bbavectors.checkpoint import load_checkpoint
+from bbavectors.engine.budget import plan_time_budget, process_start_time, validations_in
+from bbavectors.engine.distributed import DistInfo
+from bbavectors.engine.metrics_log import read_metrics
+from bbavectors.engine.optim import WarmupSchedule
+from bbavectors.engine.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train_tool():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("tool_train_budget", REPO / "tools" / "train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------ the pure rule
+def test_validations_in_hand_values() -> None:
+    assert validations_in(1, 7, 2) == 4  # after epochs 2, 4, 6 and the last (7)
+    assert validations_in(1, 8, 2) == 4  # 2, 4, 6, 8 (the last is one of them)
+    assert validations_in(3, 5, 5) == 1
+    assert validations_in(4, 3, 1) == 0
+
+
+def test_plan_hand_values() -> None:
+    # 10 steps of 1 s per epoch, a 5 s validation every 2nd epoch and after the last, 1 s per save.
+    # Ending in epoch 8: 5 * validations_in(1, 8, 2) + 8 = 28 s fixed, 100 - 28 = 72 steps (in epoch 8);
+    # ending in epoch 9: 25 + 9 = 34 s fixed, 66 steps, which is not in epoch 9.
+    plan = plan_time_budget(100.0, 1.0, 10, val_seconds=5.0, val_every=2, save_seconds=1.0, margin=0.0)
+    assert (plan.total_steps, plan.epochs) == (72, 8)
+    assert plan.predicted_seconds == pytest.approx(100.0)
+    # The 3% default margin leaves 97 s: epoch 8 would get 69 steps (< 70): 7 whole epochs, 97 s.
+    default = plan_time_budget(100.0, 1.0, 10, 5.0, 2, 1.0)
+    assert (default.total_steps, default.epochs, default.predicted_seconds) == (70, 7, pytest.approx(97.0))
+    # 96 s (93.12 usable): epoch 7 gets floor(93.12 - 27) = 66 steps.
+    assert plan_time_budget(96.0, 1.0, 10, 5.0, 2, 1.0).total_steps == 66
+
+
+def test_plan_counts_what_was_spent() -> None:
+    # 50 s and 3 epochs (30 steps) spent, 1 s per step, no validation or saving cost:
+    # 50 + (10 E - 30) <= 200  ->  E = 18.
+    plan = plan_time_budget(200.0, 1.0, 10, 0.0, 1, 0.0, spent_s=50.0, steps_done=30, margin=0.0)
+    assert (plan.epochs, plan.total_steps, plan.predicted_seconds) == (18, 180, pytest.approx(200.0))
+
+
+def test_plan_inside_one_epoch_when_none_fits() -> None:
+    # 100-step epochs of 1 s and a 30 s budget, 4 s spent, one 5 s validation and a 1 s save at the end:
+    # 30 - 4 - 5 - 1 = 20 steps.
+    plan = plan_time_budget(30.0, 1.0, 100, 5.0, 1, 1.0, spent_s=4.0, margin=0.0)
+    assert (plan.total_steps, plan.epochs) == (20, 1)
+    assert plan.predicted_seconds == pytest.approx(30.0)
+    # Even an exhausted budget takes one more step (the run must end on a saved, validated state).
+    assert plan_time_budget(10.0, 1.0, 100, 5.0, 1, 1.0, spent_s=50.0, steps_done=3).total_steps == 4
+    with pytest.raises(ValueError, match="positive"):
+        plan_time_budget(10.0, 0.0, 10, 0.0, 1, 0.0)
+
+
+def test_process_start_time_is_in_the_past() -> None:
+    started = process_start_time()
+    assert time.time() - 24 * 3600 < started <= time.time()
+
+
+# ------------------------------------------------------------------------------ the schedule
+def test_reshaped_cosine_ends_at_the_chosen_step_without_jumping() -> None:
+    s = WarmupSchedule(total_steps=300, warmup_steps=10, steps_per_epoch=10, final_factor=0.01)
+    before = [s(i) for i in range(41)]
+    s.reshape(40, 70)
+    assert s(40) == pytest.approx(before[40])  # no jump at the re-plan
+    assert s(70) == pytest.approx(0.01)  # finished at the chosen length
+    tail = np.array([s(i) for i in range(40, 71)])
+    assert (np.diff(tail) <= 1e-12).all()  # only downwards from there
+    # Re-shaped again, later and longer: still continuous and still ending at the final factor.
+    at_60 = s(60)
+    s.reshape(60, 120)
+    assert s(60) == pytest.approx(at_60) and s(120) == pytest.approx(0.01)
+
+
+def test_reshape_during_warmup_keeps_the_warmup() -> None:
+    s = WarmupSchedule(total_steps=1000, warmup_steps=10, steps_per_epoch=10, final_factor=0.0)
+    s.reshape(5, 50)
+    assert [s(i) for i in range(10)] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert s(10) == pytest.approx(1.0) and s(30) == pytest.approx(0.5) and s(50) == pytest.approx(0.0)
+
+
+# ------------------------------------------------------------------------------ runs
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("budget_data"))
+
+
+def test_cli_time_budget_ends_near_it_on_a_finished_schedule(tiny_root: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    budget_min = 0.3
+    args = ["--data", str(tiny_root), "--classes", "synthetic", "--backbone", "mobilenet_v2", "--head-width",
+            "16", "--input-size", "64", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--amp",
+            "none", "--lr", "2e-3", "--name", "b", "--runs-dir", str(tmp_path), "--quiet", "--threads", "1",
+            "--time", str(budget_min), "--set", "train.val_every=2"]
+    start = time.perf_counter()
+    assert _train_tool().main(args) == 0
+    wall = time.perf_counter() - start
+    budget_s = 60 * budget_min
+    assert 0.5 * budget_s < wall < 1.25 * budget_s + 2, wall
+    out = capsys.readouterr().out
+    assert "time budget 18 s:" in out and "steps planned" in out
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    plan = ckpt["budget"]
+    assert plan["minutes"] == budget_min and plan["total_steps"] == ckpt["step"] > 0
+    schedule = WarmupSchedule(**ckpt["scheduler"]["lr_lambdas"][0])
+    assert schedule.total_steps == plan["total_steps"]
+    assert schedule(ckpt["step"]) == pytest.approx(schedule.final_factor)  # finished, not cut off
+    records = [r for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if r["kind"] == "budget"]
+    assert records[0]["total_steps"] is not None and records[-1]["reason"] == "finished"
+    assert records[-1]["used_s"] == pytest.approx(wall, abs=3.0)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_keeps_the_chosen_length(tiny_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_root, "train.time_budget=0.15", "train.epochs=1", "train.val_every=100")
+
+    def stop(event: str, trainer: Trainer) -> None:
+        if event == "checkpoint" and trainer.epoch == 1:
+            raise _Stop
+
+    first = Trainer(cfg, tmp_path, dist_info=DistInfo(), progress=False, threads=1, hook=stop)
+    with pytest.raises(_Stop):
+        first.fit()
+    first.close()
+    saved = load_checkpoint(tmp_path / "last.pt")
+    assert first.budget.plan is not None and saved["budget"]["total_steps"] == first.budget.plan.total_steps
+    if saved["budget"]["epochs"] == 1:
+        pytest.skip("this machine planned a single epoch: nothing left to resume")
+    resumed = Trainer(cfg, tmp_path, resume=tmp_path / "last.pt", dist_info=DistInfo(), progress=False,
+                      threads=1)
+    assert resumed.budget.plan is not None
+    assert resumed.budget.plan.total_steps == saved["budget"]["total_steps"]
+    assert resumed.scheduler.lr_lambdas[0].total_steps == saved["budget"]["total_steps"]  # type: ignore[attr-defined]
+    resumed.fit()
+    resumed.close()
+    assert resumed.step == saved["budget"]["total_steps"] and resumed.budget.plans == saved["budget"]["plans"]
