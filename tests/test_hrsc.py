@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import shapely
 
-from DOTA_devkit.dior import read_dior_image_size, read_dior_xml
+from DOTA_devkit.formats.dior import read_dior_image_size, read_dior_xml
+from DOTA_devkit.formats.hrsc import read_hrsc_image_size, read_hrsc_xml
+from DOTA_devkit.formats.xml_io import XmlError, parse_xml_file
 from DOTA_devkit.geometry import obb_to_poly, poly_signed_area, poly_to_hbb
-from DOTA_devkit.hrsc import read_hrsc_image_size, read_hrsc_xml
 from DOTA_devkit.labels import LabelError, LabelReport
-from DOTA_devkit.xml_io import XmlError, parse_xml_file
 
 HRSC = "other_formats/hrsc2016/100000006.xml"
 DIOR = "other_formats/dior_r/00001.xml"

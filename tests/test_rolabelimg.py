@@ -15,9 +15,7 @@ import pytest
 import shapely
 
 from DOTA_devkit.classes import read_class_file, write_class_file
-from DOTA_devkit.geometry import poly_iou, poly_signed_area
-from DOTA_devkit.labels import DotaObject, LabelError, LabelReport, read_dota_label, write_dota_label
-from DOTA_devkit.rolabelimg import (
+from DOTA_devkit.formats.rolabelimg import (
     build_rolabelimg_xml,
     convert_dota_to_rolabelimg,
     convert_rolabelimg_to_dota,
@@ -28,7 +26,9 @@ from DOTA_devkit.rolabelimg import (
     read_rolabelimg_xml,
     robndbox_to_polygon,
 )
-from DOTA_devkit.xml_io import XmlError, parse_xml_bytes
+from DOTA_devkit.formats.xml_io import XmlError, parse_xml_bytes
+from DOTA_devkit.geometry import poly_iou, poly_signed_area
+from DOTA_devkit.labels import DotaObject, LabelError, LabelReport, read_dota_label, write_dota_label
 
 REPO = Path(__file__).resolve().parents[1]
 

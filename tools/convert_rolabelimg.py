@@ -9,6 +9,11 @@ Examples::
     # DOTA -> roLabelImg XML + images in one folder, to fix labels in the tool
     python tools/convert_rolabelimg.py --to-xml --src datasets/my_data --dst to_fix/
 
+The same conversions, and every other format (HRSC2016, DIOR-R, YOLO-OBB, LabelMe, CVAT), are in
+tools/convert_dataset.py (--from rolabelimg, --from dota --to rolabelimg); this tool keeps its flags.
+Images are decoded: an unreadable one skips its XML, a size other than the XML's <size> is reported;
+--to-xml reports images that have no label file.
+
 Bad files and objects are reported with file, line and object index, skipped and counted; --strict
 stops at the first one instead. With --classes FILE: an existing file checks the names (unknown ->
 skipped), a missing one is created from the names found (sorted alphabetically).
@@ -20,8 +25,8 @@ import argparse
 import logging
 import sys
 
+from DOTA_devkit.formats.rolabelimg import convert_dota_to_rolabelimg, convert_rolabelimg_to_dota
 from DOTA_devkit.labels import LabelError
-from DOTA_devkit.rolabelimg import convert_dota_to_rolabelimg, convert_rolabelimg_to_dota
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

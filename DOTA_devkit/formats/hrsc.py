@@ -24,8 +24,20 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .geometry import obb_to_poly
-from .labels import LabelFile, LabelReport
+from ..geometry import obb_to_poly
+from ..image_io import index_images
+from ..labels import LabelFile, LabelReport
+from .common import (
+    ConversionReport,
+    ReadOptions,
+    Sample,
+    SourceData,
+    find_image,
+    first_dir,
+    record_malformed,
+    split_files,
+    xml_files,
+)
 from .xml_io import (
     FieldError,
     XmlError,
@@ -39,7 +51,7 @@ from .xml_io import (
     record_issue,
 )
 
-__all__ = ["read_hrsc_xml", "read_hrsc_image_size"]
+__all__ = ["read_hrsc_xml", "read_hrsc_image_size", "read_hrsc_folder"]
 
 
 def read_hrsc_xml(
@@ -107,3 +119,29 @@ def read_hrsc_image_size(path: str | Path) -> tuple[int, int] | None:
     except FieldError:
         return None
     return (w, h) if w > 0 and h > 0 else None
+
+
+def read_hrsc_folder(src: Path, options: ReadOptions, report: ConversionReport) -> SourceData:
+    """HRSC2016's ``FullDataSet`` (``Annotations/``, ``AllImages/``) or a folder of its XML.
+
+    Images: ``options.image_dir``, else ``AllImages/``, else beside the XML (by name, then
+    ``Img_FileName``). Split files: the ``ImageSets/*.txt`` next to ``src`` or one level up.
+    Classes: ``ship``, or the names of ``options.class_map`` in its order.
+    """
+    xml_dir = src / "Annotations" if (src / "Annotations").is_dir() else src
+    image_dir = options.image_dir or first_dir(xml_dir.parent / "AllImages", src / "AllImages") or xml_dir
+    index = index_images(image_dir)
+    sets = first_dir(src / "ImageSets", xml_dir.parent / "ImageSets", xml_dir.parent.parent / "ImageSets")
+    names = tuple(dict.fromkeys(options.class_map.values())) if options.class_map else ("ship",)
+    out = SourceData(classes=names, splits=split_files(sets))
+    for path in xml_files(xml_dir):
+        try:
+            labels = read_hrsc_xml(path, options.strict, report.labels, class_map=options.class_map,
+                                   classes=options.classes)
+            size = read_hrsc_image_size(path)
+            file_name = child_text(parse_xml_file(path), "Img_FileName")
+        except XmlError as e:
+            record_malformed(report, options.strict, path, e, "malformed-xml")
+            continue
+        out.samples.append(Sample(path.stem, labels, path, find_image(index, path.stem, file_name), size))
+    return out

@@ -33,7 +33,7 @@ along ``w``), written as a ``robndbox``. Rectangles survive DOTA -> XML -> DOTA 
 first corner may change); other quadrilaterals become their minimum-area rectangle (counted).
 
 Bad input is never dropped silently and never crashes a batch: a malformed or unsafe XML
-(entity declarations are refused, see :mod:`DOTA_devkit.xml_io`), a missing field, NaN, a zero or
+(entity declarations are refused, see :mod:`DOTA_devkit.formats.xml_io`), a missing field, NaN, a zero or
 negative size, an unknown class or an XML without its image is recorded in a
 :class:`~DOTA_devkit.labels.LabelReport` with file, line and object index, logged, skipped and
 counted; ``strict=True`` raises :class:`~DOTA_devkit.labels.LabelError` instead.
@@ -42,9 +42,8 @@ counted; ``strict=True`` raises :class:`~DOTA_devkit.labels.LabelError` instead.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +52,29 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from .classes import read_class_file, write_class_file
-from .geometry import obb_to_poly, poly_area, poly_to_obb
-from .image_io import IMAGE_EXTENSIONS, index_images
-from .labels import DotaObject, LabelFile, LabelReport, read_dota_label, write_dota_label
+from ..classes import read_class_file, write_class_file
+from ..geometry import obb_to_poly, poly_area, poly_to_obb
+from ..image_io import IMAGE_EXTENSIONS, index_images
+from ..labels import (
+    DotaObject,
+    LabelError,
+    LabelFile,
+    LabelIssue,
+    LabelReport,
+    read_dota_label,
+    write_dota_label,
+)
+from .common import (
+    ConversionReport,
+    ReadOptions,
+    Sample,
+    SourceData,
+    find_image,
+    image_size,
+    place_image,
+    record_malformed,
+    xml_files,
+)
 from .xml_io import (
     FieldError,
     XmlError,
@@ -88,6 +106,7 @@ __all__ = [
     "place_image",
     "convert_rolabelimg_to_dota",
     "convert_dota_to_rolabelimg",
+    "read_rolabelimg_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,11 +135,17 @@ class ConversionSummary:
     images: int = 0  # images copied or linked
     approximated: int = 0  # non-rectangular polygons written as their min-area rectangle
     classes: tuple[str, ...] = ()
+    notes: list[LabelIssue] = field(default_factory=list)  # kept but reported: size-mismatch
+    images_without_labels: list[str] = field(default_factory=list)  # --to-xml: image ids with no labelTxt
 
     def summary(self) -> str:
         s = f"wrote {len(self.written)} file(s), {self.images} image(s); {self.report.summary()}"
         if self.approximated:
             s += f"; {self.approximated} non-rectangular polygon(s) written as min-area rectangles"
+        if self.notes:
+            s += f"; {len(self.notes)} image(s) whose size differs from the XML's <size> (kept)"
+        if self.images_without_labels:
+            s += f"; {len(self.images_without_labels)} image(s) without a label file (not written)"
         return s
 
 
@@ -183,7 +208,7 @@ def parse_rolabelimg(
     """Objects of a parsed roLabelImg ``<annotation>``.
 
     Args:
-        root: the root element (:func:`DOTA_devkit.xml_io.parse_xml_file`).
+        root: the root element (:func:`DOTA_devkit.formats.xml_io.parse_xml_file`).
         path: shown in messages.
         classes: when given, other class names are reported as ``unknown-class`` and skipped.
         strict: raise :class:`LabelError` on the first problem instead of skipping.
@@ -296,57 +321,6 @@ def write_rolabelimg_xml(
 # ----------------------------------------------------------------------------------- images
 
 
-def find_image(index: dict[str, Path], stem: str, filename: str | None = None) -> Path | None:
-    """The image of a label file: by the label file's stem first, then by the XML ``<filename>``
-    (with or without its suffix). None when not found."""
-    if stem in index:
-        return index[stem]
-    if filename:
-        name = Path(filename.replace("\\", "/")).name
-        base, suffix = os.path.splitext(name)
-        key = base if suffix.lower() in IMAGE_EXTENSIONS else name
-        if key in index:
-            return index[key]
-    return None
-
-
-def image_size(path: str | Path) -> tuple[int, int, int] | None:
-    """``(width, height, depth)`` of an image file (decoded with OpenCV); None when unreadable."""
-    import cv2  # only the DOTA -> XML direction needs it
-
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        return None
-    depth = 1 if img.ndim == 2 else int(img.shape[2])
-    return int(img.shape[1]), int(img.shape[0]), depth
-
-
-def place_image(src: Path, dst: Path, link: bool = False) -> None:
-    """Copy ``src`` to ``dst`` atomically, or hard-link it (symlink across file systems) with ``link``.
-
-    Nothing happens when ``dst`` already is ``src``.
-    """
-    if dst.exists() and os.path.samefile(src, dst):
-        return
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        if link:
-            try:
-                os.link(src, tmp)
-            except OSError:
-                os.symlink(src.resolve(), tmp)
-        else:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
-
-
 # ------------------------------------------------------------------------------ folder conversion
 def _load_classes(classes_file: str | Path | None) -> tuple[str, ...] | None:
     if classes_file is None or not Path(classes_file).exists():
@@ -428,14 +402,40 @@ def convert_rolabelimg_to_dota(
                              f"no image {xml_path.stem}.* (or <filename>) in {image_dir or src}")
                 continue
         ann = parse_rolabelimg(root, xml_path, classes, strict, report)
+        if image is not None and not _image_matches(image, ann, xml_path, strict, out):
+            continue
         write_dota_label(dst / "labelTxt" / f"{xml_path.stem}.txt", ann.labels.objects)
         out.written.append(xml_path.stem)
         if image is not None:
-            place_image(image, dst / "images" / f"{xml_path.stem}{image.suffix}", link)
+            place_image(image, dst / "images" / f"{xml_path.stem}{image.suffix}", "link" if link else "copy")
             out.images += 1
     out.classes = _save_classes(classes_file, dst / "classes.txt", classes, list(report.per_class))
     logger.info("roLabelImg -> DOTA: %s", out.summary())
     return out
+
+
+def _image_matches(image: Path, ann: RoLabelImgAnnotation, xml_path: Path, strict: bool,
+                   out: ConversionSummary) -> bool:
+    """Decode the image of an XML: unreadable -> the file is skipped (``unreadable-image``, its
+    objects leave the kept count); a size other than ``<size>`` -> a note (strict: an error)."""
+    size = image_size(image)
+    if size is None:
+        out.report.objects -= len(ann.labels.objects)
+        for obj in ann.labels.objects:
+            out.report.per_class[obj.class_name] -= 1
+        out.report.per_class += Counter()  # drop zero counts
+        record_issue(out.report, strict, xml_path, 0, "unreadable-image",
+                     f"cannot decode image {image} ({len(ann.labels.objects)} object(s) not converted)")
+        return False
+    if ann.size is not None and size[:2] != ann.size[:2]:
+        issue = LabelIssue(str(xml_path), 0, "size-mismatch",
+                           f"<size> says {ann.size[0]}x{ann.size[1]}, "
+                           f"image {image.name} is {size[0]}x{size[1]}")
+        if strict:
+            raise LabelError(str(issue))
+        out.notes.append(issue)
+        logger.warning("note: %s", issue)
+    return True
 
 
 def _dota_label_dir(src: Path) -> Path:
@@ -498,14 +498,35 @@ def convert_dota_to_rolabelimg(
         image_name = ""
         if image is not None:
             image_name = f"{stem}{image.suffix}"
-            place_image(image, dst / image_name, link)
+            place_image(image, dst / image_name, "link" if link else "copy")
             out.images += 1
         write_rolabelimg_xml(dst / f"{stem}.xml", labels.objects, stem, size,
                              str((dst / image_name).resolve()) if image_name else "")
         out.written.append(stem)
     out.classes = classes if classes is not None else tuple(sorted(report.per_class))
+    labelled = {p.stem for p in label_files}
+    out.images_without_labels = sorted(i for i in index if i not in labelled)
+    for stem in out.images_without_labels:
+        logger.warning("%s: image without a label file in %s (not written)", index[stem], label_dir)
     if out.approximated:
         logger.warning("%d polygon(s) were not rectangles (area < %.0f%% of their min-area rectangle); "
                        "written as their min-area rectangle", out.approximated, 100 * RECTANGLE_AREA_RATIO)
     logger.info("DOTA -> roLabelImg: %s", out.summary())
+    return out
+
+
+def read_rolabelimg_folder(src: Path, options: ReadOptions, report: ConversionReport) -> SourceData:
+    """Every ``*.xml`` of ``src`` as a :class:`~.common.Sample`; images beside them or in
+    ``options.image_dir`` (by the XML's name, then its ``<filename>``); ``<size>`` is the declared size."""
+    index = index_images(options.image_dir or src)
+    out = SourceData()
+    for path in xml_files(src):
+        try:
+            ann = parse_rolabelimg(parse_xml_file(path), path, options.classes, options.strict, report.labels)
+        except XmlError as e:
+            record_malformed(report, options.strict, path, e, "malformed-xml")
+            continue
+        size = ann.size[:2] if ann.size else None
+        image = find_image(index, path.stem, ann.filename)
+        out.samples.append(Sample(path.stem, ann.labels, path, image, size))
     return out

@@ -24,8 +24,8 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 from numpy.typing import NDArray
 
-from .geometry import poly_area
-from .labels import MIN_POLYGON_AREA, DotaObject, LabelError, LabelFile, LabelIssue, LabelReport
+from ..geometry import poly_area
+from ..labels import MIN_POLYGON_AREA, DotaObject, LabelError, LabelFile, LabelIssue, LabelReport
 
 __all__ = [
     "XmlError",
