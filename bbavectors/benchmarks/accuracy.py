@@ -378,8 +378,9 @@ def _train_seconds(run_dir: Path) -> float | None:
 
 
 # ------------------------------------------------------------------------------ YOLO
-def convert_for_yolo(settings: AccuracySettings) -> Path:
-    """The project's converter writes the YOLO-OBB copy (symlinked images); returns its data.yaml."""
+def convert_for_yolo(settings: AccuracySettings, classes: Sequence[str]) -> Path:
+    """The project's converter writes the YOLO-OBB copy (symlinked images, YOLO class k = our class k,
+    fixed by a class file in the work folder); returns its data.yaml."""
     out = settings.work_dir / "yolo_data"
     converter = REPO_ROOT / "tools" / "convert_dataset.py"
     if not converter.is_file():
@@ -388,6 +389,9 @@ def convert_for_yolo(settings: AccuracySettings) -> Path:
             "--dst", str(out),
             "--splits", f"train={Path(settings.train_split).resolve()}",
             f"val={Path(settings.val_split).resolve()}", "--train-split", "train", "--val-split", "val"]
+    class_file = settings.work_dir / "classes.txt"
+    class_file.write_text("".join(f"{name}\n" for name in classes), encoding="utf-8")
+    args += ["--classes", str(class_file), "--quiet"]
     _run_tool(args, settings.work_dir / "logs" / "convert_yolo.log", "converting to YOLO-OBB")
     data_yaml = out / "data.yaml"
     if not data_yaml.is_file():
@@ -506,7 +510,7 @@ def _yolo_rows(settings: AccuracySettings, input_size: int, batch_size: int, ima
     if _package_version("ultralytics") is None:
         reason = "ultralytics is not installed (pip install -e \".[bench]\")"
         return [ModelScore(model=Path(m).stem, skipped=reason) for m in settings.yolo_models]
-    data_yaml = convert_for_yolo(settings)
+    data_yaml = convert_for_yolo(settings, classes)
     return [train_and_score_yolo(m, data_yaml, settings, input_size, batch_size, images, classes)
             for m in settings.yolo_models]
 
