@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timed-images", type=int, help="time only the first N validation images")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"),
                    help="our mixed precision (default: none on the CPU, the recipe's on a GPU)")
+    p.add_argument("--validate-in-training", action="store_true",
+                   help="let our run validate while it trains (inside its budget; default off, as YOLO)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override our recipe (repeatable)")
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads, workers=args.workers, input_size=args.input_size, batch_size=args.batch_size,
         yolo_models=tuple(args.yolo_models), run_ours=not args.skip_ours, run_yolo=bool(args.yolo_models),
         warmup_images=args.warmup, timed_images=args.timed_images, seed=args.seed, amp=args.amp,
+        validate_in_training=args.validate_in_training,
         overrides=tuple(args.overrides))
     if args.config is not None:
         settings.config = args.config

@@ -114,6 +114,9 @@ class AccuracySettings:
     #: Our run's mixed precision; None: "none" on the CPU (bf16 autocast measured slower there,
     #: docs/benchmarks.md), the recipe's on a GPU. Ultralytics always runs with amp=False (offline).
     amp: str | None = None
+    #: Let our run validate on the validation split while it trains (inside its budget). Off: the
+    #: whole budget trains, as for YOLO (``val=False``); the scoring below is the same either way.
+    validate_in_training: bool = False
     #: Extra ``section.key=value`` overrides for our run (``--set``).
     overrides: tuple[str, ...] = ()
 
@@ -313,10 +316,13 @@ def train_ours(settings: AccuracySettings) -> Path:
     run_dir = runs / "ours"
     if run_dir.exists():
         raise BenchmarkError(f"{run_dir} exists: give a fresh work folder")
+    # A split file that does not exist turns the trainer's validation off.
+    no_val = settings.work_dir / "no_validation.txt"
+    val_split = Path(settings.val_split) if settings.validate_in_training else no_val
     args = [str(REPO_ROOT / "tools" / "train.py"), "--config", str(settings.config),
             "--data", str(settings.data),
             "--set", f"data.train_split={Path(settings.train_split).resolve()}",
-            f"data.val_split={Path(settings.val_split).resolve()}",
+            f"data.val_split={val_split.resolve()}",
             "--runs-dir", str(runs), "--name", "ours", "--device", settings.device,
             "--workers", str(settings.workers), "--seed", str(settings.seed), "--quiet"]
     if settings.minutes is not None:
