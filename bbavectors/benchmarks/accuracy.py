@@ -425,8 +425,11 @@ def train_and_score_yolo(model_yaml: str, data_yaml: Path, settings: AccuracySet
     # The optional dependency, imported only here (typed Any: mypy runs without it too).
     YOLO: Any = importlib.import_module("ultralytics").YOLO
 
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
+    # Ultralytics' select_device resets torch to min(8, cores - 1) threads on the CPU (1 on 2 cores):
+    # give it the thread count every model gets.
+    threads = settings.threads if settings.threads is not None else (os.cpu_count() or 1)
+    setattr(importlib.import_module("ultralytics.utils.torch_utils"), "NUM_THREADS", threads)  # noqa: B010
+    torch.set_num_threads(threads)
     name = Path(model_yaml).stem
     model: Any = YOLO(model_yaml)
     train_args: dict[str, Any] = dict(
