@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work-dir", required=True, type=Path,
                    help="where runs, the YOLO copy of the data and logs go (outside the data folder)")
     p.add_argument("--config", type=Path, help="our recipe (default configs/ssdd_resnet18.yaml)")
-    p.add_argument("--minutes", type=float, default=45.0, help="training budget per model (default 45; 0: none, then --max-epochs)")
+    p.add_argument("--minutes", type=float, default=45.0,
+                   help="training budget per model (default 45; 0: none, then --max-epochs)")
     p.add_argument("--max-epochs", type=int, help="also stop each model after this many epochs")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads for every model (default: all cores)")
