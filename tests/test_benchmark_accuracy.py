@@ -147,8 +147,14 @@ def _tiny_args(src: Path, train: Path, val: Path, work: Path) -> list[str]:
 
 
 def test_tiny_end_to_end_ours(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Epoch-capped (deterministic), then the same with a time budget (``tools/train.py --time``)."""
     src, train, val = _tiny_ssdd(shared_data, tmp_path)
     tool = _load_tool("benchmark_accuracy")
+    assert tool.main([*_tiny_args(src, train, val, tmp_path / "budget"), "--minutes", "0.25",
+                      "--max-epochs", "3", "--yolo-models"]) == 0
+    budget = json.loads((tmp_path / "budget" / "accuracy.json").read_text(encoding="utf-8"))
+    assert budget["rows"][0]["budget_minutes"] == 0.25 and budget["rows"][0]["epochs"] > 0
+    capsys.readouterr()
     assert tool.main([*_tiny_args(src, train, val, tmp_path / "work"), "--yolo-models"]) == 0
     out = capsys.readouterr().out
     assert "| bbavectors resnet18 (w16) |" in out and "hardware:" in out
