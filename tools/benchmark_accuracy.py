@@ -35,8 +35,8 @@ from bbavectors.benchmarks.accuracy import (
 from bbavectors.checkpoint import CheckpointLoadError
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options (shaped so that ``tools/benchmark.py accuracy`` can reuse them as they are)."""
     p.add_argument("--data", required=True, type=Path, help="DOTA-format folder (images/, labelTxt/)")
     p.add_argument("--train-split", required=True, type=Path, help="split file of the training images")
     p.add_argument("--val-split", required=True, type=Path, help="split file of the held-out images")
@@ -64,7 +64,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override our recipe (repeatable)")
     p.add_argument("--json", type=Path, help="write the result here (default WORK_DIR/accuracy.json)")
-    return p.parse_args(argv)
 
 
 def write_json_atomic(path: Path, data: object) -> None:
@@ -77,9 +76,7 @@ def write_json_atomic(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def settings_from_args(args: argparse.Namespace) -> AccuracySettings:
     settings = AccuracySettings(
         data=args.data, train_split=args.train_split, val_split=args.val_split, work_dir=args.work_dir,
         minutes=args.minutes if args.minutes > 0 else None, max_epochs=args.max_epochs, device=args.device,
@@ -90,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides=tuple(args.overrides))
     if args.config is not None:
         settings.config = args.config
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run, print the table, write the JSON; exit status 2 with one line for a user's error."""
+    settings = settings_from_args(args)
     try:
         result = run_accuracy_benchmark(settings)
     except (BenchmarkError, CheckpointLoadError, FileNotFoundError, ValueError) as e:
@@ -100,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     print(format_accuracy_table(result))
     print(f"written to {json_path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
 
 
 if __name__ == "__main__":
