@@ -1,0 +1,182 @@
+"""Accuracy benchmark (``bbavectors.benchmarks.accuracy``): YOLO-OBB results become Task1 detections
+scored by the same evaluator as ours (fake result arrays, no Ultralytics needed), the table and the
+settings checks; then tiny end-to-end runs on real SSDD images (ours; YOLO when installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from bbavectors.benchmarks.accuracy import (
+    AccuracyResult,
+    AccuracySettings,
+    HardwareInfo,
+    ModelScore,
+    collect_task1,
+    format_accuracy_table,
+    score_predictions,
+    yolo_obb_to_detections,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHIP = {0: "ship"}
+
+
+def _load_tool(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _box(x: float, y: float, w: float, h: float) -> list[list[float]]:
+    """Axis-aligned box as YOLO's (4, 2) corners, clockwise on screen from the top left."""
+    return [[x, y], [x + w, y], [x + w, y + h], [x, y + h]]
+
+
+def test_yolo_corners_become_our_polygons_and_class_indices() -> None:
+    corners = np.array([_box(10, 20, 30, 8), _box(0, 0, 4, 4)], dtype=np.float32)  # (2, 4, 2)
+    dets = yolo_obb_to_detections(corners, np.array([0.9, 0.2]), np.array([1.0, 0.0]),
+                                  {0: "ship", 1: "plane"}, ("plane", "ship"))
+    assert dets["polygons"].shape == (2, 8)
+    assert dets["polygons"][0].tolist() == [10, 20, 40, 20, 40, 28, 10, 28]  # x1 y1 ... x4 y4
+    assert dets["classes"].tolist() == [0, 1]  # YOLO's 1 = plane = our 0; YOLO's 0 = ship = our 1
+    assert dets["scores"].dtype == torch.float32
+    assert torch.allclose(dets["scores"], torch.tensor([0.9, 0.2]))
+
+
+def test_yolo_empty_result_is_no_detection() -> None:
+    dets = yolo_obb_to_detections(np.zeros((0, 4, 2)), np.zeros(0), np.zeros(0), SHIP, ("ship",))
+    assert dets["polygons"].shape == (0, 8) and len(dets["scores"]) == 0
+
+
+def test_yolo_class_outside_the_class_list_is_rejected() -> None:
+    with pytest.raises(ValueError, match="not in the class list"):
+        yolo_obb_to_detections(np.array([_box(0, 0, 4, 4)]), [0.5], [3], SHIP, ("ship",))
+
+
+def test_yolo_inconsistent_lengths_are_rejected() -> None:
+    with pytest.raises(ValueError, match="2 boxes, 1 scores"):
+        yolo_obb_to_detections(np.array([_box(0, 0, 4, 4)] * 2), [0.5], [0, 0], SHIP, ("ship",))
+
+
+def _write_labels(label_dir: Path) -> None:
+    label_dir.mkdir()
+    (label_dir / "a.txt").write_text("10 20 40 20 40 28 10 28 ship 0\n", encoding="utf-8")
+    (label_dir / "b.txt").write_text("100 100 120 100 120 150 100 150 ship 0\n", encoding="utf-8")
+
+
+def test_yolo_predictions_are_scored_by_the_task1_evaluator(tmp_path: Path) -> None:
+    """Two ships; a false positive (0.9) ranks above both hits (0.8, 0.7): precision 1/2 at recall
+    1/2 and 2/3 at recall 1, so every VOC07 recall point takes 2/3: AP07 = 2/3 (hand-derived)."""
+    _write_labels(tmp_path / "labelTxt")
+    per_image = [
+        ("a", yolo_obb_to_detections(np.array([_box(10, 20, 30, 8), _box(200, 200, 10, 10)]),
+                                     [0.8, 0.9], [0, 0], SHIP, ("ship",))),
+        ("b", yolo_obb_to_detections(np.array([_box(100, 100, 20, 50)]), [0.7], [0], SHIP, ("ship",))),
+    ]
+    result = score_predictions(per_image, ("ship",), tmp_path / "labelTxt", ["a", "b"])
+    assert result.map07 == pytest.approx(2 / 3)
+    task1 = collect_task1(per_image, ("ship",))
+    assert sorted(task1["ship"].image_ids) == ["a", "a", "b"]
+
+
+def test_perfect_yolo_predictions_score_one(tmp_path: Path) -> None:
+    _write_labels(tmp_path / "labelTxt")
+    boxes = {"a": _box(10, 20, 30, 8), "b": _box(100, 100, 20, 50)}
+    per_image = [(k, yolo_obb_to_detections(np.array([b]), [0.5], [0], SHIP, ("ship",)))
+                 for k, b in boxes.items()]
+    result = score_predictions(per_image, ("ship",), tmp_path / "labelTxt", ["a", "b"])
+    assert result.map07 == pytest.approx(1.0) and result.map_area == pytest.approx(1.0)
+
+
+def test_table_shows_numbers_skips_and_hardware() -> None:
+    hardware = HardwareInfo(cpu="Test CPU", cores=2, threads=1, bf16=True, device="cpu", gpu=None,
+                            torch="2.x", ultralytics=None, python="3.11")
+    rows = [ModelScore(model="bbavectors resnet18 (w64)", params=13_050_000, budget_minutes=45.0,
+                       train_seconds=2700.0, epochs=5.5, ap07=0.8123, ap_area=0.83, ms_per_image=210.4,
+                       input_size=512),
+            ModelScore(model="yolov8n-obb", skipped="ultralytics is not installed")]
+    table = format_accuracy_table(AccuracyResult(rows, hardware, {}, 186, 379))
+    assert "| bbavectors resnet18 (w64) | 13.05 | 512 | 45 | 45.0 | 5.50 | 0.8123 | 0.8300 | 210.4 |" in table
+    assert "yolov8n-obb | skipped: ultralytics is not installed" in table
+    assert "Test CPU, 2 cores, 1 thread(s), bf16 yes" in table and "186 images, 379 objects" in table
+
+
+def test_settings_need_a_budget(tmp_path: Path) -> None:
+    settings = AccuracySettings(data=tmp_path, train_split=tmp_path, val_split=tmp_path, work_dir=tmp_path,
+                                minutes=None, max_epochs=None)
+    with pytest.raises(ValueError, match="time budget"):
+        settings.check()
+
+
+def test_cli_missing_split_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tool = _load_tool("benchmark_accuracy")
+    (tmp_path / "labelTxt").mkdir()
+    code = tool.main(["--data", str(tmp_path), "--train-split", str(tmp_path / "nope.txt"),
+                      "--val-split", str(tmp_path / "nope.txt"), "--work-dir", str(tmp_path / "w")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "train_split not found" in err and "nope.txt" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------ tiny real runs
+def _tiny_ssdd(shared_data: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """8 SSDD images (4 train, 4 val) by reference: the benchmark reads the data folder in place."""
+    src = shared_data / "ssdd_rbox_train"
+    ids = sorted(p.stem for p in (src / "images").glob("*.jpg"))
+    picked = random.Random(0).sample(ids, 8)
+    train, val = tmp_path / "train.txt", tmp_path / "val.txt"
+    train.write_text("\n".join(picked[:4]) + "\n", encoding="utf-8")
+    val.write_text("\n".join(picked[4:]) + "\n", encoding="utf-8")
+    return src, train, val
+
+
+def _tiny_args(src: Path, train: Path, val: Path, work: Path) -> list[str]:
+    return ["--data", str(src), "--train-split", str(train), "--val-split", str(val), "--work-dir", str(work),
+            "--minutes", "0", "--max-epochs", "1", "--threads", "1", "--workers", "0", "--input-size", "128",
+            "--batch-size", "2", "--warmup", "1", "--set", "model.head_width=16"]
+
+
+def test_tiny_end_to_end_ours(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Epoch-capped (deterministic), then the same with a time budget (``tools/train.py --time``)."""
+    src, train, val = _tiny_ssdd(shared_data, tmp_path)
+    tool = _load_tool("benchmark_accuracy")
+    assert tool.main([*_tiny_args(src, train, val, tmp_path / "budget"), "--minutes", "0.25",
+                      "--max-epochs", "3", "--yolo-models"]) == 0
+    budget = json.loads((tmp_path / "budget" / "accuracy.json").read_text(encoding="utf-8"))
+    assert budget["rows"][0]["budget_minutes"] == 0.25 and budget["rows"][0]["epochs"] > 0
+    capsys.readouterr()
+    assert tool.main([*_tiny_args(src, train, val, tmp_path / "work"), "--yolo-models"]) == 0
+    out = capsys.readouterr().out
+    assert "| bbavectors resnet18 (w16) |" in out and "hardware:" in out
+    data = json.loads((tmp_path / "work" / "accuracy.json").read_text(encoding="utf-8"))
+    (row,) = data["rows"]
+    assert row["epochs"] == pytest.approx(1.0) and row["input_size"] == 128
+    assert 0.0 <= row["ap07"] <= 1.0 and row["ms_per_image"] > 0
+    assert data["val_images"] == 4 and data["hardware"]["torch"] == torch.__version__
+
+
+def test_tiny_end_to_end_yolo(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("ultralytics is not installed (pip install -e \".[bench]\")")
+    if not (REPO / "tools" / "convert_dataset.py").is_file():
+        pytest.skip("tools/convert_dataset.py (DOTA -> YOLO-OBB) is not in this checkout yet")
+    src, train, val = _tiny_ssdd(shared_data, tmp_path)
+    tool = _load_tool("benchmark_accuracy")
+    args = [*_tiny_args(src, train, val, tmp_path / "work"), "--skip-ours",
+            "--yolo-models", "yolov8n-obb.yaml"]
+    assert tool.main(args) == 0
+    data = json.loads((tmp_path / "work" / "accuracy.json").read_text(encoding="utf-8"))
+    (row,) = data["rows"]
+    assert row["model"] == "yolov8n-obb" and row["epochs"] == pytest.approx(1.0)
+    assert 0.0 <= row["ap07"] <= 1.0 and row["ms_per_image"] > 0 and row["params"] > 1e6
+    assert "yolov8n-obb" in capsys.readouterr().out
