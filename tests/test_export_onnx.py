@@ -29,7 +29,6 @@ from bbavectors.export.check import (
     compare_detections,
     compare_graph_outputs,
     compare_runner,
-    predict_with_pytorch,
 )
 from bbavectors.export.onnx_export import (
     ExportWrapper,
@@ -38,6 +37,7 @@ from bbavectors.export.onnx_export import (
     quad_iou_static,
 )
 from bbavectors.export.onnx_runner import OnnxDetector, letterbox_numpy, read_onnx_metadata
+from bbavectors.inference.predictor import Predictor
 from bbavectors.models.builder import build_model
 from DOTA_devkit.classes import SYNTHETIC
 from DOTA_devkit.geometry import obb_to_poly, poly_iou, rotated_nms_per_class
@@ -463,15 +463,16 @@ def test_compare_detections_reports_differences() -> None:
     assert compare_detections(base, at_cut, cutoff=0.3).unmatched == 0
 
 
-def test_predict_with_pytorch_returns_original_coordinates() -> None:
+def test_reference_predictor_returns_original_coordinates() -> None:
     model = peaky_model(6)
     cfg = tiny_config()
+    cfg.data.input_size = 128
+    cfg.decode = DecodeConfig(top_k=20, score_thresh=0.2, nms_thresh=0.0)
+    predictor = Predictor(model, cfg, SYNTHETIC, device="cpu")
     image = random_rgb(512, 384, seed=6)
-    det = predict_with_pytorch(model, [image], 128, cfg.data.mean, cfg.data.std,
-                               DecodeConfig(top_k=20, score_thresh=0.2, nms_thresh=0.0))[0]
+    det = predictor.predict_images([image])[0]
     canvas, params = letterbox_image(image, 128)
-    raw = predict_with_pytorch(model, [canvas], 128, cfg.data.mean, cfg.data.std,
-                               DecodeConfig(top_k=20, score_thresh=0.2, nms_thresh=0.0))[0]
+    raw = predictor.predict_images([canvas])[0]
     assert len(det["scores"]) > 0
     np.testing.assert_allclose(det["polygons"].numpy(), params.invert(raw["polygons"].double().numpy()),
                                atol=1e-3)

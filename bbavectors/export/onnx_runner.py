@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ from numpy.typing import NDArray
 
 from DOTA_devkit.geometry import rotated_nms_per_class
 
-__all__ = ["OnnxModelInfo", "OnnxDetector", "letterbox_numpy", "read_onnx_metadata"]
+__all__ = ["OnnxModelInfo", "OnnxDetector", "letterbox_numpy", "read_onnx_metadata", "create_session",
+           "OPTIMIZATION_LEVELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,18 +112,59 @@ class OnnxModelInfo:
         )
 
 
-def _session(path: Path, providers: Sequence[str] | None) -> Any:
+#: onnxruntime graph optimisation levels by name.
+OPTIMIZATION_LEVELS: tuple[str, ...] = ("none", "basic", "extended", "all")
+
+
+def create_session(
+    path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
+    optimization: str = "all",
+) -> Any:
+    """An onnxruntime session for ``path``.
+
+    Args:
+        providers: execution providers (default: all available, e.g. CUDA then CPU).
+        threads: intra-op threads (default: the cores this process may use; onnxruntime's own
+            default counts every core of the machine, also those a container does not give us).
+        optimization: one of :data:`OPTIMIZATION_LEVELS` (default ``"all"``: every graph fusion).
+    Raises:
+        FileNotFoundError: no such file; ValueError: unknown optimisation level or not an ONNX file.
+    """
     try:
         import onnxruntime as ort
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("onnxruntime is needed to run exported models: pip install 'bbavectors[export]'") \
             from e
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise ValueError(f"optimization must be one of {OPTIMIZATION_LEVELS}, got {optimization!r}")
+    levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.graph_optimization_level = levels[optimization]
+    options.intra_op_num_threads = threads if threads is not None else _usable_cores()
     chosen = list(providers) if providers else ort.get_available_providers()
-    return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path} is not a loadable ONNX model: {reason}") from e
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _session(path: Path, providers: Sequence[str] | None) -> Any:
+    return create_session(path, providers)
 
 
 def read_onnx_metadata(path: str | Path) -> OnnxModelInfo:
