@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import bbavectors.decode as decode_mod
-from bbavectors.benchmarks.targets import roundtrip_polygons
+from bbavectors.targets import roundtrip_polygons
 from bbavectors.config import DecodeConfig, TargetConfig
 from bbavectors.decode import decode_detections
 from bbavectors.targets import encode_targets, ideal_outputs

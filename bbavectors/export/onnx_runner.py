@@ -22,7 +22,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ __all__ = ["OnnxModelInfo", "OnnxDetector", "letterbox_numpy", "read_onnx_metada
 
 logger = logging.getLogger(__name__)
 
-ONNX_FORMAT = "bbavectors-onnx-1"  # equal to onnx_export.ONNX_FORMAT (not imported: that needs torch)
+#: Format tag of our ONNX files (``bbavectors.format``); the exporter imports it from here.
+ONNX_FORMAT = "bbavectors-onnx-1"
 
 
 def letterbox_numpy(image: NDArray[np.uint8], size: int) -> tuple[NDArray[np.uint8], float]:
@@ -58,9 +59,15 @@ def letterbox_numpy(image: NDArray[np.uint8], size: int) -> tuple[NDArray[np.uin
     return canvas, float(scale)
 
 
+#: Fields of :class:`OnnxModelInfo` stored as plain strings; every other field is stored as JSON.
+_RAW_FIELDS = frozenset({"input_dtype", "color_order", "exporter", "version", "letterbox"})
+
+
 @dataclass(frozen=True)
 class OnnxModelInfo:
-    """What the runner needs to know about an exported model (from its ``metadata_props``)."""
+    """What the runner needs to know about an exported model: the ONNX ``metadata_props``, defined
+    once here (the exporter writes :meth:`to_metadata`, the runner reads :meth:`from_metadata`).
+    Keys are ``bbavectors.<field>``, plus ``bbavectors.format`` and the optional ``bbavectors.config``."""
 
     input_size: int
     input_dtype: str  # "uint8" (normalised inside) | "float32" (normalise before)
@@ -77,39 +84,52 @@ class OnnxModelInfo:
     opset: int
     exporter: str
     dynamic: str
+    letterbox: str = "top-left"
+    down_ratio: int = 4
+    version: str = ""
+
+    @classmethod
+    def metadata_keys(cls) -> tuple[str, ...]:
+        """Every key :meth:`to_metadata` writes, ``bbavectors.format`` first."""
+        return ("bbavectors.format", *(f"bbavectors.{f.name}" for f in fields(cls)))
+
+    def to_metadata(self) -> dict[str, str]:
+        """``{"bbavectors.<field>": value}`` as ONNX ``metadata_props`` strings."""
+        meta = {"bbavectors.format": ONNX_FORMAT}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            meta[f"bbavectors.{f.name}"] = str(value) if f.name in _RAW_FIELDS else json.dumps(value)
+        return meta
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: str = "<onnx>") -> OnnxModelInfo:
+        """Parse ``metadata_props``. Raises ValueError for files without our format tag or keys."""
         if meta.get("bbavectors.format") != ONNX_FORMAT:
             raise ValueError(f"{source} was not exported by bbavectors.export (no {ONNX_FORMAT!r} metadata)")
-
-        def get(key: str) -> Any:
-            full = f"bbavectors.{key}"
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            full = f"bbavectors.{f.name}"
             if full not in meta:
+                if f.default is not MISSING:
+                    continue
                 raise ValueError(f"{source}: metadata key {full!r} missing")
-            return json.loads(meta[full]) if key not in ("input_dtype", "color_order", "exporter") \
-                else meta[full]
-
-        def triple(v: Any) -> tuple[float, float, float]:
-            return (float(v[0]), float(v[1]), float(v[2]))
-
-        return cls(
-            input_size=int(get("input_size")),
-            input_dtype=get("input_dtype"),
-            color_order=get("color_order"),
-            normalize_inside=bool(get("normalize_inside")),
-            mean=triple(get("mean")),
-            std=triple(get("std")),
-            classes=tuple(str(c) for c in get("classes")),
-            top_k=int(get("top_k")),
-            cls_theta_thresh=float(get("cls_theta_thresh")),
-            score_thresh=float(get("score_thresh")),
-            nms_thresh=float(get("nms_thresh")),
-            nms_in_graph=bool(get("nms_in_graph")),
-            opset=int(get("opset")),
-            exporter=get("exporter"),
-            dynamic=str(get("dynamic")),
-        )
+            raw = meta[full]
+            try:
+                values[f.name] = raw if f.name in _RAW_FIELDS else json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{source}: metadata key {full!r} is not valid JSON: {raw!r}") from e
+        values["mean"] = tuple(float(v) for v in values["mean"])
+        values["std"] = tuple(float(v) for v in values["std"])
+        values["classes"] = tuple(str(c) for c in values["classes"])
+        for name in ("input_size", "top_k", "opset", "down_ratio"):
+            if name in values:
+                values[name] = int(values[name])
+        for name in ("cls_theta_thresh", "score_thresh", "nms_thresh"):
+            values[name] = float(values[name])
+        values["dynamic"] = str(values["dynamic"])
+        return cls(**values)
 
 
 #: onnxruntime graph optimisation levels by name.
