@@ -522,12 +522,11 @@ def test_test_tool_with_onnx_equals_checkpoint_run(exported: tuple[Path, str], c
         for cls in SYNTHETIC:
             a, b = runs["onnx"][cls], runs["torch"][cls]
             for image_id in set(a.image_ids) | set(b.image_ids):
-                sel_a = [i for i, x in enumerate(a.image_ids) if x == image_id]
-                sel_b = [i for i, x in enumerate(b.image_ids) if x == image_id]
-                check = compare_detections(
-                    {"polygons": a.polygons[sel_a], "scores": a.scores[sel_a], "classes": np.zeros(len(sel_a))},
-                    {"polygons": b.polygons[sel_b], "scores": b.scores[sel_b], "classes": np.zeros(len(sel_b))},
-                    cutoff=0.2)
+                sides = []
+                for d in (a, b):
+                    sel = [i for i, x in enumerate(d.image_ids) if x == image_id]
+                    sides.append({"polygons": d.polygons[sel], "scores": d.scores[sel], "classes": np.zeros(len(sel))})
+                check = compare_detections(sides[0], sides[1], cutoff=0.2)
                 assert check.unmatched == 0 and check.max_box_diff < 1e-3, check.notes
                 total += check.num_matched
         assert total > 0
