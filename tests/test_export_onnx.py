@@ -525,7 +525,8 @@ def test_test_tool_with_onnx_equals_checkpoint_run(exported: tuple[Path, str], c
                 sides = []
                 for d in (a, b):
                     sel = [i for i, x in enumerate(d.image_ids) if x == image_id]
-                    sides.append({"polygons": d.polygons[sel], "scores": d.scores[sel], "classes": np.zeros(len(sel))})
+                    sides.append({"polygons": d.polygons[sel], "scores": d.scores[sel],
+                                  "classes": np.zeros(len(sel))})
                 check = compare_detections(sides[0], sides[1], cutoff=0.2)
                 assert check.unmatched == 0 and check.max_box_diff < 1e-3, check.notes
                 total += check.num_matched
