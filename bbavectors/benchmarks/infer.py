@@ -403,13 +403,6 @@ def _export_heads_only(model: nn.Module, path: Path, size: int) -> None:
                       verbose=False, external_data=False)
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _max_difference(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]
                     ) -> tuple[float, int, int]:
     """Largest matched corner difference (px), unmatched detections and pairs over image pairs."""
@@ -496,7 +489,9 @@ def _bench_onnx_backbone(s: OnnxBenchmarkSettings, backbone: str, work: Path, th
 
 def run_onnx_benchmark(s: OnnxBenchmarkSettings, work_dir: Path | None = None) -> dict[str, Any]:
     """Every measurement of :class:`OnnxBenchmarkSettings`; a JSON-able dict (settings, hardware, rows)."""
-    threads = s.threads or _usable_cores()
+    from ..export.onnx_runner import usable_cores
+
+    threads = s.threads or usable_cores()
     torch.set_num_threads(threads)
     device = torch.device("cpu")
     result: dict[str, Any] = {"settings": asdict(s), "threads": threads}

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from DOTA_devkit.geometry import rotated_nms_per_class
 
 __all__ = ["OnnxModelInfo", "OnnxDetector", "letterbox_numpy", "read_onnx_metadata", "create_session",
-           "OPTIMIZATION_LEVELS"]
+           "OPTIMIZATION_LEVELS", "usable_cores"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def create_session(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = levels[optimization]
-    options.intra_op_num_threads = threads if threads is not None else _usable_cores()
+    options.intra_op_num_threads = threads if threads is not None else usable_cores()
     chosen = list(providers) if providers else ort.get_available_providers()
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
@@ -176,7 +176,8 @@ def create_session(
         raise ValueError(f"{path} is not a loadable ONNX model: {reason}") from e
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; all cores where there is none)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
