@@ -283,7 +283,7 @@ def run_targets_benchmark(objects: Sequence[int] = (50, 200), repeats: int = 7, 
     count), ``band`` (half-widths by threshold and aspect) and, with ``data_dir``, ``cls_theta``
     (:func:`measure_cls_theta_rule` rows by set)."""
     result: dict[str, Any] = {
-        "timing": [{"objects": n, **bench_targets(n, batch=batch, repeats=repeats)} for n in objects],
+        "timing": [{**bench_targets(n, batch=batch, repeats=repeats), "objects": n} for n in objects],
         "band": {thr: {k: horizontal_band_halfwidth(thr, k) for k in (1, 2, 4, 8)}
                  for thr in (0.95, 0.98, 0.99)},
     }
