@@ -50,7 +50,9 @@ class CheckpointNotFoundError(CheckpointLoadError, FileNotFoundError):
 def save_checkpoint(
     path: str | Path, model: nn.Module, cfg: Config, classes: list[str] | tuple[str, ...], **state: Any
 ) -> None:
-    """Write ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``path`` atomically and durably: a temporary file in the same folder, flushed to disk
+    (fsync) before it is renamed over ``path``, so a crash or power loss leaves either the old
+    checkpoint or the whole new one, never a renamed file whose data never reached the disk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -61,8 +63,29 @@ def save_checkpoint(
         **state,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (best effort: not every OS can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -16,7 +16,8 @@ Steps (``d = down_ratio``):
 :func:`decode_topk` stops there, with static shapes and only ONNX-exportable ops (max_pool2d,
 topk, gather, where, arithmetic); when fewer than ``top_k`` peaks exist, the remaining
 entries are padding: score 0, class 0, polygon all zeros. :func:`decode_detections` adds the
-score threshold, the inverse letterbox and per-class rotated NMS, per image.
+score threshold, the inverse letterbox and per-class rotated NMS, per image
+(:func:`select_detections`, which an exported graph's top-K outputs go through too).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import Tensor
 from .config import DecodeConfig
 from .geometry import rotated_nms_per_class, tlrb_to_poly
 
-__all__ = ["decode_topk", "decode_detections", "peak_logits", "horizontal_vectors"]
+__all__ = ["decode_topk", "decode_detections", "select_detections", "peak_logits", "horizontal_vectors"]
 
 
 def peak_logits(hm_logits: Tensor) -> Tensor:
@@ -105,7 +106,7 @@ def decode_topk(
 def decode_detections(
     outputs: dict[str, Tensor], cfg: DecodeConfig, down_ratio: int = 4, letterbox: Tensor | None = None
 ) -> list[dict[str, Tensor]]:
-    """Detections per image: :func:`decode_topk`, score threshold, inverse letterbox, rotated NMS.
+    """Detections per image: :func:`decode_topk`, then :func:`select_detections`.
 
     Args:
         outputs: head logits (see :func:`decode_topk`), any batch size.
@@ -118,6 +119,24 @@ def decode_detections(
         int64, sorted by decreasing score, on the outputs' device.
     """
     polygons, scores, classes = decode_topk(outputs, cfg.top_k, cfg.cls_theta_thresh, down_ratio)
+    return select_detections(polygons, scores, classes, cfg, letterbox)
+
+
+def select_detections(
+    polygons: Tensor, scores: Tensor, classes: Tensor, cfg: DecodeConfig, letterbox: Tensor | None = None
+) -> list[dict[str, Tensor]]:
+    """The second half of the decode, shared by every backend (PyTorch logits through
+    :func:`decode_topk`, or an exported graph that ends with it): inverse letterbox, score threshold,
+    per-class rotated NMS, per image.
+
+    Args:
+        polygons: ``(B, K, 8)`` in network-input pixels; scores: ``(B, K)``; classes: ``(B, K)``.
+        cfg: ``score_thresh`` (kept: score > thresh) and ``nms_thresh`` (<= 0: no NMS) are used.
+        letterbox: ``(B, 3)`` ``[scale, pad_x, pad_y]`` or None (see :func:`decode_detections`).
+    Returns:
+        One dict per image as :func:`decode_detections`.
+    """
+    polygons, scores, classes = polygons.float(), scores.float(), classes.long()
     batch = polygons.shape[0]
     if letterbox is not None:
         if letterbox.shape != (batch, 3):

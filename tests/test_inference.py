@@ -467,7 +467,7 @@ def test_collector_groups_by_class_and_rejects_bad_indices() -> None:
 
 # ----------------------------------------------------------------------------------- benchmark
 def test_infer_benchmark_smoke_ours_and_baseline_agree() -> None:
-    from bbavectors.benchmarks.infer import InferBenchmarkSettings, format_report, run_benchmark
+    from bbavectors.benchmarks.infer import InferBenchmarkSettings, format_table, run_benchmark
 
     s = InferBenchmarkSettings(head_width=16, input_size=64, device="cpu", batch_size=4, patch_iters=1,
                                warmup=0, scene_size=100, subsize=64, gap=16, scene_repeats=1,
@@ -479,7 +479,7 @@ def test_infer_benchmark_smoke_ours_and_baseline_agree() -> None:
     assert all(v > 0 for v in r["patches"].values())
     # Same model, same windows, same decode: both pipelines find the same detections.
     assert r["scene"]["ours_detections"] == r["scene"]["baseline_detections"] > 0
-    assert "speed-up" in format_report(r)
+    assert "speed-up" in format_table(r)
 
 
 # ----------------------------------------------------------------------------------- real data

@@ -14,9 +14,8 @@ import shapely
 import torch
 
 import bbavectors.targets as targets_mod
-from bbavectors.benchmarks.targets import horizontal_band_halfwidth
 from bbavectors.config import TargetConfig
-from bbavectors.targets import encode_targets, gaussian_radius, ideal_outputs
+from bbavectors.targets import encode_targets, gaussian_radius, horizontal_band_halfwidth, ideal_outputs
 from DOTA_devkit.geometry import obb_to_poly, obb_to_tlrb, poly_iou, poly_to_hbb, poly_to_obb
 
 RNG_SEED = 1234

@@ -15,7 +15,7 @@ import torch
 from bbavectors.checkpoint import save_checkpoint
 from bbavectors.config import AugmentConfig, Config, DecodeConfig, save_config
 from bbavectors.data.image_io import read_image, write_image
-from bbavectors.export.check import predict_with_pytorch
+from bbavectors.inference.predictor import Predictor
 from bbavectors.models.builder import build_model
 from bbavectors.visualize import augmentation_grid, class_colors, draw_polygons, visualize_checkpoint
 from DOTA_devkit.classes import DOTA_V1_0, SYNTHETIC
@@ -167,8 +167,9 @@ def test_draw_checkpoint_predictions(tmp_path: Path) -> None:
     assert written == [out / "scene.png"]
     picture = read_image(out / "scene.png")
     assert picture.shape == image.shape
-    expected = predict_with_pytorch(model, [image], 128, cfg.data.mean, cfg.data.std,
-                                    DecodeConfig(top_k=20, score_thresh=0.5, nms_thresh=0.1))[0]
+    cfg.data.input_size = 128
+    cfg.decode = DecodeConfig(top_k=20, score_thresh=0.5, nms_thresh=0.1)
+    expected = Predictor(model, cfg, SYNTHETIC, device="cpu").predict_images([image])[0]
     assert len(expected["scores"]) > 0
     colors = class_colors(len(SYNTHETIC))
     best = expected["polygons"][0].numpy()

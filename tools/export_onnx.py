@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
-from bbavectors.checkpoint import model_from_checkpoint
+from bbavectors.checkpoint import CheckpointLoadError, model_from_checkpoint
 from bbavectors.data.image_io import read_image
 from bbavectors.export.check import check_export
 from bbavectors.export.onnx_export import export_checkpoint
+from bbavectors.inference.errors import one_line
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,14 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("onnxscript", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
-    out = export_checkpoint(args.checkpoint, args.out, input_size=args.input_size, top_k=args.top_k,
-                            opset=args.opset, with_nms=args.nms, dynamic=not args.static,
-                            dynamo=not args.torchscript, normalize_inside=not args.float_input)
+    try:
+        # Every input is checked before the export, which takes tens of seconds.
+        model, _, _ = model_from_checkpoint(args.checkpoint, "cpu")
+        images = [] if args.no_check else [read_image(path) for path in args.check]
+        out = Path(args.out)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder, not a file")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out = export_checkpoint(args.checkpoint, out, input_size=args.input_size, top_k=args.top_k,
+                                opset=args.opset, with_nms=args.nms, dynamic=not args.static,
+                                dynamo=not args.torchscript, normalize_inside=not args.float_input)
+    except (OSError, CheckpointLoadError, ValueError) as e:  # ImageReadError is an OSError
+        print(f"export_onnx.py: error: {one_line(e)}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     if args.no_check:
         return 0
-    model, _, _ = model_from_checkpoint(args.checkpoint, "cpu")
-    images = [read_image(path) for path in args.check]
     results = check_export(model, out, images, list(args.check), num_random=1 if args.static else 2)
     for r in results:
         print(r.format())

@@ -4,12 +4,16 @@ Examples::
 
     # a folder of patches (e.g. DOTA_devkit.split output); patch names <id>__<rate>__<left>___<up>
     # also give scene-level results in OUT/merged/
-    python tools/test.py --checkpoint runs/r18/best.pth --images data/val_split/images --out results/val \\
+    python tools/test.py --checkpoint runs/r18/best.pt --images data/val_split/images --out results/val \\
         --eval data/val_split/labelTxt
 
     # whole scenes of any size, windows cut on the fly (no patch files), for the DOTA server
-    python tools/test.py --checkpoint runs/r18/best.pth --images DOTA/test/images --out results/test \\
+    python tools/test.py --checkpoint runs/r18/best.pt --images DOTA/test/images --out results/test \\
         --scenes --subsize 608 --gap 100 --rates 0.5 1.0 --zip
+
+    # the same job on the CPU through ONNX Runtime (a file written by tools/export_onnx.py)
+    python tools/test.py --onnx model.onnx --images data/val_split/images --out results/val_onnx \\
+        --eval data/val_split/labelTxt
 
 Outputs: OUT/Task1_<class>.txt, OUT/merged/ (patch names), OUT/pictures/ (--pictures),
 OUT/task1.zip (--zip), OUT/eval.json (--eval). See docs/inference.md.
@@ -22,14 +26,20 @@ import logging
 import sys
 from pathlib import Path
 
-from bbavectors.inference.predictor import AMP_MODES, CheckpointLoadError, Predictor
+from bbavectors.checkpoint import CheckpointLoadError
+from bbavectors.inference.errors import one_line
+from bbavectors.inference.predictor import Predictor
 from bbavectors.inference.runner import InferenceInputError, InferenceOptions, run_inference
 from bbavectors.inference.scenes import DOTA_MERGE_NMS_THRESH, SceneSettings
+from bbavectors.runtime import AMP_MODES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, type=Path, help="bbavectors checkpoint (.pth)")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", type=Path, help="bbavectors checkpoint (.pt)")
+    model.add_argument("--onnx", type=Path,
+                       help="exported model (tools/export_onnx.py): run it with ONNX Runtime on the CPU")
     p.add_argument("--images", required=True, type=Path, help="folder of images (patches or scenes)")
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument("--scenes", action="store_true",
@@ -48,10 +58,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--score-thresh", type=float, help="score threshold (default: the checkpoint's)")
     p.add_argument("--nms-thresh", type=float, default=DOTA_MERGE_NMS_THRESH,
                    help="per-class rotated NMS IoU when merging windows / patches (default 0.1)")
-    p.add_argument("--amp", choices=AMP_MODES, default="none", help="bf16 autocast (GPU) or none")
+    p.add_argument("--amp", choices=AMP_MODES, default="none",
+                   help="autocast for --checkpoint: bf16 / fp16 (GPU) or none")
+    p.add_argument("--threads", type=int, help="--onnx: intra-op threads (default: the usable cores)")
     p.add_argument("--workers", type=int, default=2, help="image decoding workers (0 = main process)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
+
+
+def load_predictor(args: argparse.Namespace) -> Predictor:
+    if args.onnx is not None:
+        if args.amp != "none":
+            raise ValueError("--amp applies to --checkpoint; an ONNX model runs in float32")
+        if args.device not in ("auto", "cpu"):
+            raise ValueError(f"--onnx runs on the CPU (got --device {args.device})")
+        return Predictor.from_onnx(args.onnx, batch_size=args.batch_size, score_thresh=args.score_thresh,
+                                   threads=args.threads)
+    return Predictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
+                                     amp=args.amp, score_thresh=args.score_thresh)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,15 +88,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--workers must be >= 0, got {args.workers}")
         if not 0 < args.nms_thresh <= 1:
             raise ValueError(f"--nms-thresh must be in (0, 1], got {args.nms_thresh}")
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                                              amp=args.amp, score_thresh=args.score_thresh)
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a file, not a folder")
+        predictor = load_predictor(args)
         options = InferenceOptions(
             images=args.images, out=args.out, scenes=args.scenes, split=args.split,
             eval_labels=args.eval_labels, zip=args.zip, pictures=args.pictures, workers=args.workers,
             scene=scene, merge_nms_thresh=args.nms_thresh, progress=not args.quiet)
         summary = run_inference(predictor, options)
-    except (FileNotFoundError, CheckpointLoadError, InferenceInputError, ValueError) as e:
-        print(f"test.py: error: {e}", file=sys.stderr)
+    except (OSError, CheckpointLoadError, InferenceInputError, ValueError) as e:
+        print(f"test.py: error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"{summary.num_images} image(s), {summary.num_detections} detection(s) in {summary.seconds:.1f} s; "
           f"Task1 files in {summary.task1_dir}")

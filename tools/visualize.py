@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
+from bbavectors.checkpoint import CheckpointLoadError
 from bbavectors.config import load_config
-from bbavectors.data.image_io import write_image
+from bbavectors.data.image_io import ImageReadError, write_image
+from bbavectors.inference.errors import one_line
 from bbavectors.visualize import augmentation_grid, visualize_checkpoint, visualize_labels, visualize_task1
 from DOTA_devkit.classes import load_class_list
 
@@ -69,7 +72,10 @@ def write_grid(args: argparse.Namespace, classes: list[str] | None) -> Path:
     label_dir = Path(args.labels).name if args.labels else "labelTxt"
     dataset = DotaDataset(root, None, names, cfg.data.input_size, cfg.augment,
                           image_dir=Path(args.images).name, label_dir=label_dir)
-    grid = augmentation_grid(dataset, args.grid, args.cols, seed=args.seed)
+    try:
+        grid = augmentation_grid(dataset, args.grid, args.cols, seed=args.seed)
+    except ImageReadError as e:
+        raise ImageReadError(f"--grid: {e}") from e
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "augmentation_grid.png"
@@ -80,6 +86,16 @@ def write_grid(args: argparse.Namespace, classes: list[str] | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    try:
+        written = run(args)
+    except (OSError, CheckpointLoadError, ValueError) as e:  # ImageReadError is an OSError
+        print(f"visualize.py: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} picture(s) to {args.out}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> list[Path]:
     classes = resolve_classes(args.classes)
     written: list[Path] = []
     labels = not args.no_labels
@@ -92,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                                        show_labels=labels)
     if args.grid:
         written.append(write_grid(args, classes))
-    print(f"wrote {len(written)} picture(s) to {args.out}")
-    return 0
+    return written
 
 
 if __name__ == "__main__":

@@ -24,14 +24,20 @@ meaningful; the random model's ``wh`` head is therefore set to output one fixed 
 (:func:`fixed_box_heads`), so that neighbouring candidates overlap and the NMS works as with real
 boxes (and both pipelines, whose NMS implementations differ, find the same detections).
 
-CLI: ``tools/benchmark.py infer ...`` (:func:`add_infer_subcommand`), or
-``python -m bbavectors.benchmarks.infer ...``.
+**PyTorch eager vs ONNX Runtime** (:func:`run_onnx_benchmark`): per trunk, the same random-weight
+model exported with the decoder inside (:func:`bbavectors.export.onnx_export.export_onnx`) and run by
+a :class:`~bbavectors.inference.predictor.Predictor` with an ONNX Runtime backend, the path of
+``tools/test.py --onnx``: batch-1 patches (model + decode) per graph optimisation level, the graph
+without the decoder (decode in PyTorch), and one whole scene; detections of both sides are matched
+and their largest corner difference reported.
+
+Library: :func:`run_benchmark` / :func:`run_onnx_benchmark` return JSON-able dicts and
+:func:`format_table` / :func:`format_onnx_table` make text tables; ``tools/benchmark.py infer``
+parses the options and prints.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import platform
@@ -56,6 +62,7 @@ from DOTA_devkit.task1 import ClassDetections, read_task1_dir, write_task1_dir
 
 from ..config import Config
 from ..data.image_io import read_image, write_image
+from ..data.letterbox import normalize_images
 from ..inference.predictor import Predictor, concat_detections
 from ..inference.scenes import (
     SceneSettings,
@@ -75,10 +82,10 @@ __all__ = [
     "scene_ours",
     "scene_baseline",
     "run_benchmark",
-    "format_report",
-    "add_infer_subcommand",
-    "run_infer_benchmark",
-    "main",
+    "format_table",
+    "OnnxBenchmarkSettings",
+    "run_onnx_benchmark",
+    "format_onnx_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -325,7 +332,7 @@ def run_benchmark(s: InferBenchmarkSettings) -> dict[str, Any]:
     return results
 
 
-def format_report(r: dict[str, Any]) -> str:
+def format_table(r: dict[str, Any]) -> str:
     """A small text table of :func:`run_benchmark`'s results."""
     s, p, sc = r["settings"], r["patches"], r["scene"]
     b = s["batch_size"]
@@ -353,61 +360,178 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_infer_subcommand(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``infer`` on an ``argparse`` sub-parser set (``tools/benchmark.py``)."""
-    d = InferBenchmarkSettings()
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "infer", help="inference speed: patches/s and one scene end to end vs the original pipeline",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", help="use this checkpoint's model instead of random weights")
-    p.add_argument("--backbone", default=d.backbone)
-    p.add_argument("--head-width", type=int, default=d.head_width)
-    p.add_argument("--input-size", type=int, default=d.input_size)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--amp", choices=("none", "bf16"), default=d.amp)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--iters", type=int, default=d.patch_iters, help="timed iterations per patch measurement")
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--scene-size", type=int, default=d.scene_size)
-    p.add_argument("--subsize", type=int, default=d.subsize)
-    p.add_argument("--gap", type=int, default=d.gap)
-    p.add_argument("--repeats", type=int, default=d.scene_repeats, help="scene runs per pipeline")
-    p.add_argument("--score-thresh", type=float,
-                   help="score threshold (default: the checkpoint's; 0 for random weights)")
-    p.add_argument("--detections-per-window", type=int, default=d.detections_per_window,
-                   help="random weights: decode top-K per window (module docstring)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--json", type=Path, help="also write the results as JSON")
-    p.set_defaults(func=run_infer_benchmark)
-    return p
+# ----------------------------------------------------------------------------------------------
+# PyTorch eager vs ONNX Runtime on the CPU
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class OnnxBenchmarkSettings:
+    """PyTorch eager vs ONNX Runtime, fp32, CPU (module docstring)."""
+
+    backbones: tuple[str, ...] = ("resnet18", "mobilenet_v2")
+    head_width: int = 64
+    input_size: int = 608
+    iters: int = 5
+    warmup: int = 2
+    scene_size: int = 4000
+    subsize: int = 608
+    gap: int = 100
+    scene_repeats: int = 3
+    #: Threads of both runtimes (None: the cores this process may use).
+    threads: int | None = None
+    optimization_levels: tuple[str, ...] = ("all", "basic", "none")
+    decoder_outside: bool = True
+    detections_per_window: int = RANDOM_DETECTIONS_PER_WINDOW
+    seed: int = 0
 
 
-def run_infer_benchmark(args: argparse.Namespace) -> int:
-    """Run the benchmark from parsed ``infer`` arguments; prints the table (and writes ``--json``)."""
-    s = InferBenchmarkSettings(
-        backbone=args.backbone, head_width=args.head_width, input_size=args.input_size,
-        checkpoint=args.checkpoint, device=args.device, amp=args.amp, batch_size=args.batch_size,
-        patch_iters=args.iters, warmup=args.warmup, scene_size=args.scene_size, subsize=args.subsize,
-        gap=args.gap, scene_repeats=args.repeats, score_thresh=args.score_thresh,
-        detections_per_window=args.detections_per_window, threads=args.threads)
-    results = run_benchmark(s)
-    print(format_report(results))
-    if args.json is not None:
-        tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        os.replace(tmp, args.json)
-    return 0
+class _HeadsOnly(nn.Module):
+    """The model without the decoder: normalised float input -> the four head maps (a tuple)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        return out["hm"], out["wh"], out["reg"], out["cls_theta"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bbavectors.benchmarks.infer [options]``."""
-    logging.basicConfig(level=logging.WARNING)
-    parser = argparse.ArgumentParser(prog="bbavectors.benchmarks.infer")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_infer_subcommand(sub)
-    args = parser.parse_args(["infer", *(argv if argv is not None else [])])
-    return int(args.func(args))
+def _export_heads_only(model: nn.Module, path: Path, size: int) -> None:
+    example = torch.randn(1, 3, size, size)
+    torch.onnx.export(_HeadsOnly(model).eval(), (example,), str(path), input_names=["x"],
+                      output_names=["hm", "wh", "reg", "cls_theta"], opset_version=17, dynamo=True,
+                      verbose=False, external_data=False)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _max_difference(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]
+                    ) -> tuple[float, int, int]:
+    """Largest matched corner difference (px), unmatched detections and pairs over image pairs."""
+    from ..export.check import compare_detections
+
+    box, unmatched, pairs = 0.0, 0, 0
+    for x, y in zip(a, b):
+        check = compare_detections(x, y, cutoff=0.0)
+        box = max(box, check.max_box_diff)
+        unmatched, pairs = unmatched + check.unmatched, pairs + check.num_matched
+    return box, unmatched, pairs
+
+
+def _bench_onnx_backbone(s: OnnxBenchmarkSettings, backbone: str, work: Path, threads: int
+                         ) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from ..decode import decode_topk, select_detections
+    from ..export.onnx_export import export_onnx
+    from ..inference.predictor import OnnxBackend
+    from ..inference.scenes import predict_scene
+
+    eager = build_benchmark_predictor(InferBenchmarkSettings(
+        backbone=backbone, head_width=s.head_width, input_size=s.input_size, device="cpu", batch_size=1,
+        detections_per_window=s.detections_per_window, seed=s.seed))
+    assert eager.model is not None
+    cfg, d = eager.cfg, eager.decode_cfg
+    t0 = time.perf_counter()
+    path = export_onnx(eager.model, work / f"{backbone}.onnx", input_size=s.input_size, top_k=d.top_k,
+                       cls_theta_thresh=d.cls_theta_thresh, nms_thresh=d.nms_thresh,
+                       score_thresh=d.score_thresh,
+                       mean=cfg.data.mean, std=cfg.data.std, classes=eager.classes)
+    export_s = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(s.seed)
+    images = torch.randint(0, 256, (1, 3, s.input_size, s.input_size), dtype=torch.uint8, generator=gen)
+    letterbox = torch.tensor([[1.0, 0.0, 0.0]])
+    row: dict[str, Any] = {"backbone": backbone, "export_s": export_s}
+    row["eager_ms"] = 1e3 * _median_seconds(partial(eager.predict_batch, images, letterbox), s.iters,
+                                           s.warmup, eager.device)
+    reference = eager.predict_batch(images, letterbox)
+    ort_predictors = {}
+    for level in s.optimization_levels:
+        backend = OnnxBackend(path, threads=threads, optimization=level)
+        pred = Predictor(backend, cfg, eager.classes, device="cpu", batch_size=1)
+        ort_predictors[level] = pred
+        row[f"ort_{level}_ms"] = 1e3 * _median_seconds(partial(pred.predict_batch, images, letterbox),
+                                                      s.iters, s.warmup, pred.device)
+        row[f"ort_{level}_max_box_diff"], row[f"ort_{level}_unmatched"], row["pairs"] = _max_difference(
+            reference, pred.predict_batch(images, letterbox))
+    if s.decoder_outside:
+        heads = work / f"{backbone}_heads.onnx"
+        _export_heads_only(eager.model, heads, s.input_size)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(heads), sess_options=options, providers=["CPUExecutionProvider"])
+
+        def outside() -> list[dict[str, torch.Tensor]]:
+            x = normalize_images(images, cfg.data.mean, cfg.data.std).numpy()
+            hm, wh, reg, theta = (torch.from_numpy(o) for o in session.run(None, {"x": x}))
+            outputs = {"hm": hm, "wh": wh, "reg": reg, "cls_theta": theta}
+            with torch.inference_mode():
+                top = decode_topk(outputs, d.top_k, d.cls_theta_thresh, eager.down_ratio)
+                return select_detections(*top, d, letterbox)
+
+        row["ort_decoder_outside_ms"] = 1e3 * _median_seconds(outside, s.iters, s.warmup, eager.device)
+        row["ort_decoder_outside_max_box_diff"] = _max_difference(reference, outside())[0]
+    if s.scene_repeats > 0:
+        scene = make_benchmark_scene(s.scene_size, s.seed)
+        settings = SceneSettings(subsize=s.subsize, gap=s.gap, window_batch=1)
+        best = ort_predictors[s.optimization_levels[0]]
+        eager_t, ort_t = [], []
+        for _ in range(s.scene_repeats):  # interleaved: drifts of a shared machine hit both alike
+            t = time.perf_counter()
+            eager_dets = predict_scene(eager, scene, settings)
+            eager_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            ort_dets = predict_scene(best, scene, settings)
+            ort_t.append(time.perf_counter() - t)
+        row["scene_eager_s"], row["scene_ort_s"] = statistics.median(eager_t), statistics.median(ort_t)
+        row["scene_detections"] = int(eager_dets["scores"].numel())
+        row["scene_max_box_diff"], row["scene_unmatched"], _ = _max_difference([eager_dets], [ort_dets])
+    return row
+
+
+def run_onnx_benchmark(s: OnnxBenchmarkSettings, work_dir: Path | None = None) -> dict[str, Any]:
+    """Every measurement of :class:`OnnxBenchmarkSettings`; a JSON-able dict (settings, hardware, rows)."""
+    from ..export.onnx_runner import usable_cores
+
+    threads = s.threads or usable_cores()
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    result: dict[str, Any] = {"settings": asdict(s), "threads": threads}
+    import onnxruntime as ort
+
+    result["hardware"] = f"{hardware_description(device)}; onnxruntime {ort.__version__}"
+    result["windows"] = len(sliding_windows(s.scene_size, s.scene_size, s.subsize, s.gap))
+    with tempfile.TemporaryDirectory(prefix="bbav_onnx_bench_") as tmp:
+        result["backbones"] = [_bench_onnx_backbone(s, b, Path(tmp), threads) for b in s.backbones]
+    return result
+
+
+def format_onnx_table(r: dict[str, Any]) -> str:
+    """:func:`run_onnx_benchmark`'s results as a text table."""
+    s = r["settings"]
+    levels = s["optimization_levels"]
+    lines = [
+        f"hardware: {r['hardware']}; {r['threads']} threads for both runtimes",
+        f"fp32, batch 1, {s['input_size']}x{s['input_size']}, random weights (head width {s['head_width']}, "
+        f"{s['detections_per_window']} candidates per image), model + decode, median of {s['iters']} "
+        f"after {s['warmup']} warm-up",
+        "",
+        "backbone        eager ms  " + "  ".join(f"ORT {lv:>5} ms" for lv in levels)
+        + ("  ORT heads+torch decode ms" if s["decoder_outside"] else "") + "  speed-up  max |box diff| px",
+    ]
+    for b in r["backbones"]:
+        first = b[f"ort_{levels[0]}_ms"]
+        diff = max(b[f"ort_{lv}_max_box_diff"] for lv in levels)
+        lines.append(
+            f"{b['backbone']:<14}{b['eager_ms']:10.1f}  "
+            + "  ".join(f"{b[f'ort_{lv}_ms']:12.1f}" for lv in levels)
+            + (f"  {b['ort_decoder_outside_ms']:25.1f}" if s["decoder_outside"] else "")
+            + f"  {b['eager_ms'] / first:7.2f}x  {diff:.2e} ({b['pairs']} pairs, "
+            f"{sum(b[f'ort_{lv}_unmatched'] for lv in levels)} unmatched)")
+    if s["scene_repeats"] > 0:
+        lines += ["", f"one {s['scene_size']}x{s['scene_size']} scene, {r['windows']} windows of "
+                  f"{s['subsize']} (gap {s['gap']}) at batch 1, median of {s['scene_repeats']}:",
+                  "backbone        eager s    ORT s  speed-up  detections  max |box diff| px"]
+        for b in r["backbones"]:
+            lines.append(f"{b['backbone']:<14}{b['scene_eager_s']:8.2f}  {b['scene_ort_s']:7.2f}  "
+                         f"{b['scene_eager_s'] / b['scene_ort_s']:7.2f}x  {b['scene_detections']:10d}  "
+                         f"{b['scene_max_box_diff']:.2e} ({b['scene_unmatched']} unmatched)")
+    return "\n".join(lines)

@@ -5,18 +5,19 @@
   core, against :func:`original_style_targets` (the original BBAVectors ground-truth loop,
   re-implemented step for step: ``cv2.minAreaRect``, CornerNet radius, numpy Gaussian windows,
   ``cv2.boxPoints`` midpoints, raster IoU with ``cv2.fillPoly``), timed in the same run.
-* :func:`horizontal_band_halfwidth`: the angular half-width of the "horizontal" band of the
-  ``cls_theta`` rule, analytically.
-* :func:`roundtrip_polygons`: polygon -> targets -> ideal logits -> decode, for many polygons at once.
+* :func:`bbavectors.targets.horizontal_band_halfwidth`: the angular half-width of the
+  "horizontal" band of the ``cls_theta`` rule, analytically.
+* :func:`bbavectors.targets.roundtrip_polygons`: polygon -> targets -> ideal logits -> decode, for
+  many polygons at once.
 * :func:`measure_cls_theta_rule`: per threshold, the fraction of real boxes that are
   "horizontal" and the worst round-trip IoU.
 
-``python -m bbavectors.benchmarks.targets [--data DIR]`` prints both tables as markdown.
+:func:`run_targets_benchmark` runs them all and :func:`format_table` makes markdown tables of the
+result; ``python tools/benchmark.py targets [--data DIR]`` prints them.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
@@ -29,15 +30,12 @@ import cv2
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import Tensor
 
 from DOTA_devkit.geometry import horizontal_iou, obb_to_poly, poly_iou, poly_to_obb
 from DOTA_devkit.labels import read_dota_label
 
-from .. import geometry as tgeo
 from ..config import TargetConfig
-from ..decode import decode_topk
-from ..targets import encode_targets, ideal_outputs
+from ..targets import encode_targets, horizontal_band_halfwidth, roundtrip_polygons
 
 __all__ = [
     "random_polygons",
@@ -46,7 +44,9 @@ __all__ = [
     "horizontal_band_halfwidth",
     "roundtrip_polygons",
     "measure_cls_theta_rule",
-    "main",
+    "real_boxes",
+    "run_targets_benchmark",
+    "format_table",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -219,107 +219,6 @@ def bench_targets(
 # ----------------------------------------------------------------------------------------------
 # cls_theta rule
 # ----------------------------------------------------------------------------------------------
-def horizontal_band_halfwidth(threshold: float, aspect: float) -> float:
-    """Largest tilt (degrees) from axis alignment at which a box stays "horizontal".
-
-    ``horizontal_iou = 1 / (1 + (k + 1/k) sin(2a) / 2)`` for aspect ``k = w / h`` (expand
-    ``(w c + h s)(w s + h c) = w h + (w^2 + h^2) s c``), so the band is
-    ``a <= asin(2 (1/threshold - 1) / (k + 1/k)) / 2``.
-    """
-    if not 0 < threshold <= 1 or aspect < 1:
-        raise ValueError(f"need 0 < threshold <= 1 and aspect >= 1, got {threshold}, {aspect}")
-    x = 2 * (1 / threshold - 1) / (aspect + 1 / aspect)
-    return math.degrees(math.asin(min(1.0, x)) / 2)
-
-
-def roundtrip_polygons(
-    polygons: FloatArray,
-    cfg: TargetConfig,
-    cls_theta_thresh: float = 0.5,
-    down_ratio: int = 4,
-    spacing: float = 12.0,
-    per_image: int = 256,
-    seed: int = 0,
-    edit_targets: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
-    retries: int = 2,
-) -> tuple[FloatArray, FloatArray]:
-    """Encode -> ideal logits (:func:`~bbavectors.targets.ideal_outputs`) -> :func:`decode_topk`.
-
-    Polygons are laid out ``per_image`` to a canvas on a grid (``spacing`` px apart, each centre
-    at a random sub-cell offset), so every object has its own centre cell; boxes may overlap
-    (one class: overlapping Gaussians take the max). Each detection is given to the object whose
-    encoded centre is nearest to the mean of its 4 corners (the centre, for any decoding of the
-    form ``tl = c + t + l``), within half a cell. An object can still lose its cell to a
-    neighbour when its minimum-area rectangle flips between two equally small ones under
-    translation (its centre moves); objects without a detection are laid out again, alone,
-    up to ``retries`` times.
-
-    Args:
-        polygons: ``(N, 8)``; objects must be encodable under ``cfg`` (short side >= min_size).
-        edit_targets: optional change applied to the targets before the ideal logits (used by the
-            tests to break the encoding on purpose).
-    Returns:
-        ``(decoded, encoded)``: ``(N, 8)`` each, in the input polygons' coordinates: the decoded
-        polygons (NaN rows for objects that got no detection) and the rectangles that were
-        encoded (the minimum-area rectangle of each placed polygon; for a quadrilateral with two
-        equally small rectangles, which one wins can depend on the translation, so compare with
-        these rather than with a rectangle fitted elsewhere).
-    Raises:
-        ValueError: an object was ignored or dropped by the encoder.
-    """
-    polys = np.asarray(polygons, dtype=np.float64).reshape(-1, 8)
-    if spacing < 2 * down_ratio:
-        raise ValueError(f"spacing {spacing} < {2 * down_ratio}: two centres could share a cell")
-    rng = np.random.default_rng(seed)
-    out = np.full_like(polys, np.nan)
-    encoded = np.zeros_like(polys)
-    centres = poly_to_obb(polys)[:, :2]
-    for start in range(0, len(polys), per_image):
-        chunk = polys[start:start + per_image]
-        n = len(chunk)
-        cols = math.ceil(math.sqrt(n))
-        rel = chunk.reshape(n, 4, 2) - centres[start:start + n, None, :]
-        margin = math.ceil(float(np.abs(rel).max())) + 2 * down_ratio
-        slot = np.arange(n)
-        grid = np.stack([slot % cols, slot // cols], axis=1) * spacing
-        where = margin + grid + rng.uniform(0, down_ratio, (n, 2))
-        side = math.ceil((2 * margin + cols * spacing) / 32) * 32
-        placed = (rel + where[:, None, :]).reshape(n, 8)
-        zeros = torch.zeros(n, dtype=torch.long)
-        targets = encode_targets(
-            [torch.from_numpy(placed)], [zeros], [zeros], 1, (side, side), cfg, down_ratio
-        )
-        if int(targets["mask"].sum()) != n:
-            raise ValueError(
-                f"roundtrip_polygons: {n - int(targets['mask'].sum())} of {n} objects were not encodable "
-                f"(ignored {targets['num_ignored'].tolist()}, dropped {targets['num_dropped'].tolist()})"
-            )
-        map_w = targets["hm"].shape[-1]
-        ind = targets["ind"][0, :n]
-        true_centre = (torch.stack([ind % map_w, ind // map_w], dim=1) + targets["reg"][0, :n]) * down_ratio
-        if edit_targets is not None:
-            targets = edit_targets(targets)
-        decoded, scores, _ = decode_topk(ideal_outputs(targets), n + 8, cls_theta_thresh, down_ratio)
-        found = decoded[0][scores[0] > 0.5].double()
-        dist = torch.cdist(found.view(-1, 4, 2).mean(1), true_centre.double())
-        best_dist, owner = dist.min(dim=1) if len(found) else (dist.new_zeros(0), dist.new_zeros(0).long())
-        ok = best_dist < down_ratio / 2
-        rows = np.full((n, 8), np.nan)
-        rows[owner[ok].numpy()] = found[ok].numpy()
-        shift = (centres[start:start + n] - where)[:, None, :]
-        out[start:start + n] = (rows.reshape(n, 4, 2) + shift).reshape(n, 8)
-        rect = obb_to_poly(tgeo.poly_to_obb(torch.from_numpy(placed)).numpy())
-        encoded[start:start + n] = (rect.reshape(n, 4, 2) + shift).reshape(n, 8)
-    lost = np.isnan(out).any(axis=1)
-    if lost.any() and retries > 0:
-        again = roundtrip_polygons(
-            polys[lost], cfg, cls_theta_thresh, down_ratio, spacing, per_image, seed + 1, edit_targets,
-            retries - 1,
-        )
-        out[lost], encoded[lost] = again
-    return out, encoded
-
-
 def _real_boxes(data_dir: Path) -> dict[str, FloatArray]:
     """Label polygons of the real test sets under ``data_dir`` (``dota_examples``, ``dota_demo``,
     ``ssdd_rbox_train``), by set."""
@@ -371,46 +270,49 @@ def measure_cls_theta_rule(
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the timing table and (with ``--data``) the cls_theta tables, as markdown."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--objects", type=int, nargs="+", default=[50, 200])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--data", type=Path, default=None, help="shared data folder (real labels)")
-    if argv and argv[0] == "--":  # `tools/benchmark.py targets -- --objects ...` passes the separator on
-        argv = argv[1:]
-    args = parser.parse_args(argv)
+def real_boxes(data_dir: Path) -> dict[str, FloatArray]:
+    """:func:`_real_boxes`, plus ``"all"``: every set's polygons together."""
+    sets = _real_boxes(data_dir)
+    sets["all"] = np.concatenate(list(sets.values()))
+    return sets
 
-    print("| objects / sample | ours (ms/sample) | original-style loop (ms/sample) | speed-up |")
-    print("| --- | --- | --- | --- |")
-    for n in args.objects:
-        r = bench_targets(n, batch=args.batch, repeats=args.repeats)
-        print(f"| {n} | {r['ours_ms']:.2f} | {r['original_style_ms']:.2f} | {r['speedup']:.1f}x |")
 
-    print("\nHalf-width of the horizontal band (degrees):\n")
-    print("| threshold | aspect 1 | aspect 2 | aspect 4 | aspect 8 |")
-    print("| --- | --- | --- | --- | --- |")
-    for thr in (0.95, 0.98, 0.99):
-        cells = " | ".join(f"{horizontal_band_halfwidth(thr, k):.3f}" for k in (1, 2, 4, 8))
-        print(f"| {thr} | {cells} |")
+def run_targets_benchmark(objects: Sequence[int] = (50, 200), repeats: int = 7, batch: int = 16,
+                          data_dir: Path | None = None) -> dict[str, Any]:
+    """Every measurement of this module: ``timing`` (one :func:`bench_targets` row per object
+    count), ``band`` (half-widths by threshold and aspect) and, with ``data_dir``, ``cls_theta``
+    (:func:`measure_cls_theta_rule` rows by set)."""
+    result: dict[str, Any] = {
+        "timing": [{**bench_targets(n, batch=batch, repeats=repeats), "objects": n} for n in objects],
+        "band": {thr: {k: horizontal_band_halfwidth(thr, k) for k in (1, 2, 4, 8)}
+                 for thr in (0.95, 0.98, 0.99)},
+    }
+    if data_dir is not None:
+        sets = real_boxes(data_dir)
+        result["cls_theta"] = {name: measure_cls_theta_rule(polys) for name, polys in sets.items()}
+    return result
 
-    if args.data is not None:
-        print("\n| set | boxes | threshold | horizontal | exactly axis-aligned | tilt in (0, 2] deg, vectors "
-              "| worst IoU vs box | worst IoU vs label | lost |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        sets = _real_boxes(args.data)
-        sets["all"] = np.concatenate(list(sets.values()))
-        for name, polys in sets.items():
-            for row in measure_cls_theta_rule(polys):
-                print(
+
+def format_table(result: dict[str, Any]) -> str:
+    """:func:`run_targets_benchmark`'s results as markdown tables."""
+    lines = ["| objects / sample | ours (ms/sample) | original-style loop (ms/sample) | speed-up |",
+             "| --- | --- | --- | --- |"]
+    for r in result["timing"]:
+        lines.append(f"| {r['objects']} | {r['ours_ms']:.2f} | {r['original_style_ms']:.2f} | "
+                     f"{r['speedup']:.1f}x |")
+    lines += ["", "Half-width of the horizontal band (degrees):", "",
+              "| threshold | aspect 1 | aspect 2 | aspect 4 | aspect 8 |", "| --- | --- | --- | --- | --- |"]
+    for thr, by_aspect in result["band"].items():
+        lines.append(f"| {thr} | " + " | ".join(f"{v:.3f}" for v in by_aspect.values()) + " |")
+    if "cls_theta" in result:
+        lines += ["", "| set | boxes | threshold | horizontal | exactly axis-aligned "
+                  "| tilt in (0, 2] deg, vectors | worst IoU vs box | worst IoU vs label | lost |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, rows in result["cls_theta"].items():
+            for row in rows:
+                lines.append(
                     f"| {name} | {int(row['boxes'])} (+{int(row['skipped_small'])} < min_size) | "
                     f"{row['threshold']} | {100 * row['horizontal_fraction']:.1f}% | "
                     f"{100 * row['exactly_axis_aligned']:.1f}% | {100 * row['near_axis_by_vectors']:.1f}% | "
-                    f"{row['worst_iou']:.4f} | {row['worst_iou_label']:.4f} | {int(row['lost'])} |"
-                )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+                    f"{row['worst_iou']:.4f} | {row['worst_iou_label']:.4f} | {int(row['lost'])} |")
+    return "\n".join(lines)

@@ -20,13 +20,12 @@ in the system's temporary directory). Each figure is the **median** images/s ove
 timed windows of ``--steps`` steps, after ``--warmup`` steps (cuDNN autotuning, compile, loader
 start-up). The ratio full / model-only says how close the loop runs to the ceiling.
 
-CLI: ``tools/benchmark.py train ...`` (:func:`add_train_subcommand`).
+Library: :func:`run_train_benchmark` returns the results, :func:`format_table` makes a text table
+of them; ``tools/benchmark.py train ...`` parses the options and prints.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import platform
@@ -48,9 +47,7 @@ __all__ = [
     "benchmark_dataset",
     "bench_backbone",
     "run_train_benchmark",
-    "format_train_report",
-    "add_train_subcommand",
-    "run_train_subcommand",
+    "format_table",
     "hardware_summary",
 ]
 
@@ -199,7 +196,7 @@ def run_train_benchmark(s: TrainBenchmarkSettings) -> dict[str, Any]:
     return results
 
 
-def format_train_report(r: dict[str, Any]) -> str:
+def format_table(r: dict[str, Any]) -> str:
     """The results as a small text table."""
     s = r["settings"]
     lines = [
@@ -225,45 +222,3 @@ def format_train_report(r: dict[str, Any]) -> str:
         "targets -> step (the real training loop).",
     ]
     return "\n".join(lines)
-
-
-def add_train_subcommand(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``train`` on an ``argparse`` sub-parser set (``tools/benchmark.py``)."""
-    d = TrainBenchmarkSettings()
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "train", help="training speed: model-only step vs the full loop with real PNG files",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbones", nargs="+", default=d.backbones)
-    p.add_argument("--head-width", type=int, default=d.head_width)
-    p.add_argument("--input-size", type=int, default=d.input_size)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--workers", type=int, default=d.workers, help="loader worker processes")
-    p.add_argument("--steps", type=int, default=d.steps, help="steps per timed window")
-    p.add_argument("--windows", type=int, default=d.windows, help="timed windows (the median is reported)")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first")
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default=d.amp)
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
-                   help="channels_last memory format (CUDA only)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--num-images", type=int, default=d.num_images, help="PNG patches to generate")
-    p.add_argument("--data-dir", help="where the generated patches are cached (default: temp folder)")
-    p.add_argument("--json", type=Path, help="also write the results as JSON")
-    p.set_defaults(func=run_train_subcommand)
-    return p
-
-
-def run_train_subcommand(args: argparse.Namespace) -> int:
-    """Run from parsed ``train`` arguments; prints the table (and writes ``--json``)."""
-    s = TrainBenchmarkSettings(
-        backbones=list(args.backbones), head_width=args.head_width, input_size=args.input_size,
-        batch_size=args.batch_size, workers=args.workers, steps=args.steps, windows=args.windows,
-        warmup=args.warmup, device=args.device, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, num_images=args.num_images, data_dir=args.data_dir)
-    results = run_train_benchmark(s)
-    print(format_train_report(results))
-    if args.json is not None:
-        tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        os.replace(tmp, args.json)
-    return 0

@@ -5,8 +5,9 @@ Two comparisons:
 * **graph vs graph** (:func:`compare_graph_outputs`): the same input batch through
   ``ExportWrapper`` in PyTorch and through onnxruntime; the raw top-K outputs are compared.
 * **end to end** (:func:`compare_runner`): :class:`~bbavectors.export.onnx_runner.OnnxDetector`
-  on an image vs the PyTorch path (:func:`predict_with_pytorch`: letterbox, normalise, model,
-  ``decode_detections`` with the letterbox inverse), both in original image pixels.
+  (the torch-free runner) on an image vs the PyTorch
+  :class:`~bbavectors.inference.predictor.Predictor` (letterbox, normalise, model, decode with the
+  letterbox inverse: the path of validation and ``tools/test.py``), both in original image pixels.
 
 Why matching and not position-by-position: with untrained weights many heatmap peaks have almost
 equal scores, and a difference of 1e-7 between the two runtimes can swap their top-K order (or
@@ -29,9 +30,8 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from ..config import DecodeConfig
-from ..data.letterbox import letterbox_image, normalize_images
-from ..decode import decode_detections
+from ..config import Config, DecodeConfig
+from ..inference.predictor import Predictor
 from .onnx_export import ExportWrapper
 from .onnx_runner import OnnxDetector
 
@@ -40,7 +40,7 @@ __all__ = [
     "compare_detections",
     "compare_graph_outputs",
     "compare_runner",
-    "predict_with_pytorch",
+    "reference_predictor",
     "check_export",
 ]
 
@@ -171,41 +171,27 @@ def compare_graph_outputs(
     return check
 
 
-def predict_with_pytorch(
-    model: nn.Module,
-    images: Sequence[NDArray[np.uint8]],
-    input_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    decode_cfg: DecodeConfig,
-) -> list[dict[str, torch.Tensor]]:
-    """The PyTorch reference path on RGB ``(H, W, 3)`` uint8 images -> detections in original pixels.
-
-    letterbox (``bbavectors.data.letterbox``) -> ``normalize_images`` -> model ->
-    ``decode_detections`` with the letterbox inverse; runs on the model's device.
-    """
-    param = next(model.parameters())
-    canvases, params = zip(*(letterbox_image(np.ascontiguousarray(im), input_size) for im in images))
-    batch = torch.from_numpy(np.stack(canvases)).permute(0, 3, 1, 2).contiguous().to(param.device)
-    letterbox = torch.stack([p.as_tensor() for p in params]).to(param.device)
-    m = (float(mean[0]), float(mean[1]), float(mean[2]))
-    s = (float(std[0]), float(std[1]), float(std[2]))
-    model.eval()
-    with torch.no_grad():
-        outputs = model(normalize_images(batch, m, s))
-        return decode_detections(outputs, decode_cfg, down_ratio=int(getattr(model, "down_ratio", 4)),
-                                 letterbox=letterbox)
+def reference_predictor(model: nn.Module, detector: OnnxDetector) -> Predictor:
+    """The PyTorch :class:`~bbavectors.inference.predictor.Predictor` (the path validation and
+    ``tools/test.py`` use) with an exported file's input size, normalisation and decode settings,
+    on the model's device."""
+    info = detector.info
+    cfg = Config()
+    cfg.data.input_size = detector.input_size
+    cfg.data.mean, cfg.data.std = info.mean, info.std
+    cfg.model.down_ratio = int(getattr(model, "down_ratio", 4))
+    cfg.decode = DecodeConfig(top_k=info.top_k, score_thresh=detector.score_thresh,
+                              cls_theta_thresh=info.cls_theta_thresh, nms_thresh=detector.nms_thresh)
+    device = next(model.parameters()).device
+    return Predictor(model, cfg, info.classes, device=device, batch_size=1, channels_last=False)
 
 
 def compare_runner(
     model: nn.Module, detector: OnnxDetector, image: NDArray[np.uint8], name: str = "image",
     tie_eps: float = 1e-4,
 ) -> ExportCheck:
-    """``detector.predict(image)`` vs :func:`predict_with_pytorch` with the detector's settings."""
-    info = detector.info
-    decode_cfg = DecodeConfig(top_k=info.top_k, score_thresh=detector.score_thresh,
-                              cls_theta_thresh=info.cls_theta_thresh, nms_thresh=detector.nms_thresh)
-    reference = predict_with_pytorch(model, [image], detector.input_size, info.mean, info.std, decode_cfg)[0]
+    """``detector.predict(image)`` vs the PyTorch :class:`Predictor` with the detector's settings."""
+    reference = reference_predictor(model, detector).predict_images([image])[0]
     return compare_detections(detector.predict(image), reference, name,
                               cutoff=detector.score_thresh, tie_eps=tie_eps)
 

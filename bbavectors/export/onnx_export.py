@@ -54,6 +54,8 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..decode import decode_topk
+from ..geometry import _clockwise, _shoelace
+from .onnx_runner import ONNX_FORMAT, OnnxModelInfo
 
 __all__ = [
     "ExportWrapper",
@@ -73,61 +75,24 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAMES: tuple[str, str, str] = ("polygons", "scores", "classes")
-ONNX_FORMAT = "bbavectors-onnx-1"
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-#: Every metadata key written into the ONNX file (values are strings; lists/floats as JSON).
-METADATA_KEYS: tuple[str, ...] = (
-    "bbavectors.format",
-    "bbavectors.version",
-    "bbavectors.input_size",
-    "bbavectors.input_dtype",
-    "bbavectors.color_order",
-    "bbavectors.letterbox",
-    "bbavectors.normalize_inside",
-    "bbavectors.mean",
-    "bbavectors.std",
-    "bbavectors.classes",
-    "bbavectors.top_k",
-    "bbavectors.cls_theta_thresh",
-    "bbavectors.score_thresh",
-    "bbavectors.nms_thresh",
-    "bbavectors.nms_in_graph",
-    "bbavectors.down_ratio",
-    "bbavectors.dynamic",
-    "bbavectors.exporter",
-    "bbavectors.opset",
-    "bbavectors.config",
-)
+#: Every metadata key written into the ONNX file (values are strings; lists/floats as JSON): the
+#: fields of :class:`~bbavectors.export.onnx_runner.OnnxModelInfo`, and the training config.
+METADATA_KEYS: tuple[str, ...] = (*OnnxModelInfo.metadata_keys(), "bbavectors.config")
 
 
 # ----------------------------------------------------------------------------------------------
 # Exportable rotated IoU and NMS (static shapes, no sort, no nonzero)
 # ----------------------------------------------------------------------------------------------
-def _shoelace(pts: Tensor, valid: Tensor) -> Tensor:
-    """Signed area ``(P,)`` of polygons ``pts (P, V, 2)`` whose valid vertices are packed first."""
-    n = valid.sum(1, keepdim=True)
-    k = torch.arange(pts.shape[1], device=pts.device).unsqueeze(0)
-    nxt = torch.where(k + 1 < n, k + 1, torch.zeros_like(k))
-    q = pts.gather(1, nxt.unsqueeze(-1).expand(-1, -1, 2))
-    cross = pts[..., 0] * q[..., 1] - q[..., 0] * pts[..., 1]
-    return 0.5 * (cross * valid.to(cross.dtype)).sum(1)
-
-
-def _clockwise(quads: Tensor) -> Tensor:
-    """``(P, 4, 2)`` corners reordered clockwise on screen (positive shoelace, y down)."""
-    full = torch.ones(quads.shape[:2], dtype=torch.bool, device=quads.device)
-    ccw = _shoelace(quads, full) < 0
-    reversed_order = torch.stack([quads[:, 0], quads[:, 3], quads[:, 2], quads[:, 1]], dim=1)
-    return torch.where(ccw.view(-1, 1, 1), reversed_order, quads)
-
-
 def _clip_by_edge(pts: Tensor, valid: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Clip convex polygons ``(P, V, 2)`` (valid vertices first) by the half-plane on the inner side
     of the clockwise edge ``a -> b`` (``(P, 2)`` each). Returns ``(P, V + 1, 2)`` and its valid mask.
 
-    Surviving vertices and edge crossings are emitted in edge order; their slots come from a
-    cumulative sum and a one-hot matrix product (a stable sort does not export to ONNX).
+    The same clipping as :func:`bbavectors.geometry.poly_iou_pairwise` (whose area and corner-order
+    helpers this module reuses), except for one step that must differ: the geometry module compacts
+    the emitted vertices with a stable ``argsort``, which does not export to ONNX; here their slots
+    come from a cumulative sum and a one-hot matrix product, static shapes only.
     """
     num_vertices = pts.shape[1]
     n = valid.sum(1, keepdim=True)
@@ -414,29 +379,27 @@ def export_onnx(
     if actual_opset != opset:
         logger.warning("requested opset %d, the exported graph has opset %d", opset, actual_opset)
     names = list(classes) if classes is not None else [f"class_{i}" for i in range(num_classes or 0)]
-    meta = {
-        "bbavectors.format": ONNX_FORMAT,
-        "bbavectors.version": __version__,
-        "bbavectors.input_size": str(int(input_size)),
-        "bbavectors.input_dtype": "uint8" if normalize_inside else "float32",
-        "bbavectors.color_order": "RGB",
-        "bbavectors.letterbox": "top-left",
-        "bbavectors.normalize_inside": json.dumps(bool(normalize_inside)),
-        "bbavectors.mean": json.dumps([float(m) for m in mean]),
-        "bbavectors.std": json.dumps([float(s) for s in std]),
-        "bbavectors.classes": json.dumps(names),
-        "bbavectors.top_k": str(int(top_k)),
-        "bbavectors.cls_theta_thresh": json.dumps(float(cls_theta_thresh)),
-        "bbavectors.score_thresh": json.dumps(float(score_thresh)),
-        "bbavectors.nms_thresh": json.dumps(float(nms_thresh)),
-        "bbavectors.nms_in_graph": json.dumps(bool(with_nms)),
-        "bbavectors.down_ratio": str(down_ratio),
-        "bbavectors.dynamic": json.dumps("batch,height,width" if dynamic and dynamo else
-                                         "batch" if dynamic else "none"),
-        "bbavectors.exporter": "dynamo" if dynamo else "torchscript",
-        "bbavectors.opset": str(actual_opset),
-        **dict(extra_metadata or {}),
-    }
+    info = OnnxModelInfo(
+        input_size=int(input_size),
+        input_dtype="uint8" if normalize_inside else "float32",
+        color_order="RGB",
+        normalize_inside=bool(normalize_inside),
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
+        classes=tuple(names),
+        top_k=int(top_k),
+        cls_theta_thresh=float(cls_theta_thresh),
+        score_thresh=float(score_thresh),
+        nms_thresh=float(nms_thresh),
+        nms_in_graph=bool(with_nms),
+        opset=actual_opset,
+        exporter="dynamo" if dynamo else "torchscript",
+        dynamic="batch,height,width" if dynamic and dynamo else "batch" if dynamic else "none",
+        letterbox="top-left",
+        down_ratio=down_ratio,
+        version=__version__,
+    )
+    meta = {**info.to_metadata(), **dict(extra_metadata or {})}
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -448,8 +411,7 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     logger.info("exported %s (opset %d, %s exporter, top_k %d, NMS %s, dynamic %s)", path, actual_opset,
-                meta["bbavectors.exporter"], top_k, "in graph" if with_nms else "in the runner",
-                meta["bbavectors.dynamic"])
+                info.exporter, top_k, "in graph" if with_nms else "in the runner", info.dynamic)
     return path
 
 

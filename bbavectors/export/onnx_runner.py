@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,13 @@ from numpy.typing import NDArray
 
 from DOTA_devkit.geometry import rotated_nms_per_class
 
-__all__ = ["OnnxModelInfo", "OnnxDetector", "letterbox_numpy", "read_onnx_metadata"]
+__all__ = ["OnnxModelInfo", "OnnxDetector", "letterbox_numpy", "read_onnx_metadata", "create_session",
+           "OPTIMIZATION_LEVELS", "usable_cores"]
 
 logger = logging.getLogger(__name__)
 
-ONNX_FORMAT = "bbavectors-onnx-1"  # equal to onnx_export.ONNX_FORMAT (not imported: that needs torch)
+#: Format tag of our ONNX files (``bbavectors.format``); the exporter imports it from here.
+ONNX_FORMAT = "bbavectors-onnx-1"
 
 
 def letterbox_numpy(image: NDArray[np.uint8], size: int) -> tuple[NDArray[np.uint8], float]:
@@ -56,9 +59,15 @@ def letterbox_numpy(image: NDArray[np.uint8], size: int) -> tuple[NDArray[np.uin
     return canvas, float(scale)
 
 
+#: Fields of :class:`OnnxModelInfo` stored as plain strings; every other field is stored as JSON.
+_RAW_FIELDS = frozenset({"input_dtype", "color_order", "exporter", "version", "letterbox"})
+
+
 @dataclass(frozen=True)
 class OnnxModelInfo:
-    """What the runner needs to know about an exported model (from its ``metadata_props``)."""
+    """What the runner needs to know about an exported model: the ONNX ``metadata_props``, defined
+    once here (the exporter writes :meth:`to_metadata`, the runner reads :meth:`from_metadata`).
+    Keys are ``bbavectors.<field>``, plus ``bbavectors.format`` and the optional ``bbavectors.config``."""
 
     input_size: int
     input_dtype: str  # "uint8" (normalised inside) | "float32" (normalise before)
@@ -75,53 +84,108 @@ class OnnxModelInfo:
     opset: int
     exporter: str
     dynamic: str
+    letterbox: str = "top-left"
+    down_ratio: int = 4
+    version: str = ""
+
+    @classmethod
+    def metadata_keys(cls) -> tuple[str, ...]:
+        """Every key :meth:`to_metadata` writes, ``bbavectors.format`` first."""
+        return ("bbavectors.format", *(f"bbavectors.{f.name}" for f in fields(cls)))
+
+    def to_metadata(self) -> dict[str, str]:
+        """``{"bbavectors.<field>": value}`` as ONNX ``metadata_props`` strings."""
+        meta = {"bbavectors.format": ONNX_FORMAT}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            meta[f"bbavectors.{f.name}"] = str(value) if f.name in _RAW_FIELDS else json.dumps(value)
+        return meta
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: str = "<onnx>") -> OnnxModelInfo:
+        """Parse ``metadata_props``. Raises ValueError for files without our format tag or keys."""
         if meta.get("bbavectors.format") != ONNX_FORMAT:
             raise ValueError(f"{source} was not exported by bbavectors.export (no {ONNX_FORMAT!r} metadata)")
-
-        def get(key: str) -> Any:
-            full = f"bbavectors.{key}"
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            full = f"bbavectors.{f.name}"
             if full not in meta:
+                if f.default is not MISSING:
+                    continue
                 raise ValueError(f"{source}: metadata key {full!r} missing")
-            return json.loads(meta[full]) if key not in ("input_dtype", "color_order", "exporter") \
-                else meta[full]
-
-        def triple(v: Any) -> tuple[float, float, float]:
-            return (float(v[0]), float(v[1]), float(v[2]))
-
-        return cls(
-            input_size=int(get("input_size")),
-            input_dtype=get("input_dtype"),
-            color_order=get("color_order"),
-            normalize_inside=bool(get("normalize_inside")),
-            mean=triple(get("mean")),
-            std=triple(get("std")),
-            classes=tuple(str(c) for c in get("classes")),
-            top_k=int(get("top_k")),
-            cls_theta_thresh=float(get("cls_theta_thresh")),
-            score_thresh=float(get("score_thresh")),
-            nms_thresh=float(get("nms_thresh")),
-            nms_in_graph=bool(get("nms_in_graph")),
-            opset=int(get("opset")),
-            exporter=get("exporter"),
-            dynamic=str(get("dynamic")),
-        )
+            raw = meta[full]
+            try:
+                values[f.name] = raw if f.name in _RAW_FIELDS else json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{source}: metadata key {full!r} is not valid JSON: {raw!r}") from e
+        values["mean"] = tuple(float(v) for v in values["mean"])
+        values["std"] = tuple(float(v) for v in values["std"])
+        values["classes"] = tuple(str(c) for c in values["classes"])
+        for name in ("input_size", "top_k", "opset", "down_ratio"):
+            if name in values:
+                values[name] = int(values[name])
+        for name in ("cls_theta_thresh", "score_thresh", "nms_thresh"):
+            values[name] = float(values[name])
+        values["dynamic"] = str(values["dynamic"])
+        return cls(**values)
 
 
-def _session(path: Path, providers: Sequence[str] | None) -> Any:
+#: onnxruntime graph optimisation levels by name.
+OPTIMIZATION_LEVELS: tuple[str, ...] = ("none", "basic", "extended", "all")
+
+
+def create_session(
+    path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
+    optimization: str = "all",
+) -> Any:
+    """An onnxruntime session for ``path``.
+
+    Args:
+        providers: execution providers (default: all available, e.g. CUDA then CPU).
+        threads: intra-op threads (default: the cores this process may use; onnxruntime's own
+            default counts every core of the machine, also those a container does not give us).
+        optimization: one of :data:`OPTIMIZATION_LEVELS` (default ``"all"``: every graph fusion).
+    Raises:
+        FileNotFoundError: no such file; ValueError: unknown optimisation level or not an ONNX file.
+    """
     try:
         import onnxruntime as ort
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("onnxruntime is needed to run exported models: pip install 'bbavectors[export]'") \
             from e
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise ValueError(f"optimization must be one of {OPTIMIZATION_LEVELS}, got {optimization!r}")
+    levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.graph_optimization_level = levels[optimization]
+    options.intra_op_num_threads = threads if threads is not None else usable_cores()
     chosen = list(providers) if providers else ort.get_available_providers()
-    return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path} is not a loadable ONNX model: {reason}") from e
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; all cores where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _session(path: Path, providers: Sequence[str] | None) -> Any:
+    return create_session(path, providers)
 
 
 def read_onnx_metadata(path: str | Path) -> OnnxModelInfo:

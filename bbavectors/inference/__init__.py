@@ -1,4 +1,5 @@
-"""Inference: a checkpoint's model with its preprocessing and decoding (:class:`Predictor`), whole
+"""Inference: a checkpoint's (or an exported ONNX graph's) model with its preprocessing and decoding
+(:class:`Predictor`, the one path from image to detections), whole
 scenes with sliding windows cut on the fly (:func:`predict_scene`), and test runs that write DOTA
 Task1 files, pictures, a zip for the DOTA server and the local mAP (:func:`run_inference`).
 
@@ -9,6 +10,7 @@ from .predictor import (
     AMP_MODES,
     CheckpointLoadError,
     Detections,
+    OnnxBackend,
     Predictor,
     concat_detections,
     default_batch_size,
@@ -23,6 +25,7 @@ __all__ = [
     "AMP_MODES",
     "CheckpointLoadError",
     "Detections",
+    "OnnxBackend",
     "Predictor",
     "concat_detections",
     "default_batch_size",

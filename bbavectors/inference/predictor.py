@@ -4,23 +4,31 @@ The geometry is the evaluation geometry of training (``bbavectors.data``): each 
 letterboxed to the config's ``input_size`` (:func:`~bbavectors.data.letterbox.letterbox_image`:
 aspect kept, image at the top-left, zero padding right/bottom), travels to the device as uint8,
 is normalised there with the config's mean/std (:func:`~bbavectors.data.letterbox.normalize_images`),
-goes through the model under ``torch.inference_mode()`` (optionally bf16 autocast), and is decoded by
-:func:`bbavectors.decode.decode_detections` (peaks, top-K, score threshold, per-class rotated NMS).
-The letterbox is inverted in the decode, so detections are in **original image pixels**.
+goes through the model under ``torch.inference_mode()`` (optionally bf16 / fp16 autocast), and is
+decoded: :func:`bbavectors.decode.decode_topk` (peaks, top-K) then
+:func:`bbavectors.decode.select_detections` (letterbox inverse, score threshold, per-class rotated
+NMS), so detections are in **original image pixels**.
+
+This is the one path from image to detections: validation (:mod:`bbavectors.engine.validate`),
+``tools/test.py`` (:mod:`.runner`), whole scenes (:mod:`.scenes`), pictures
+(:func:`bbavectors.visualize.visualize_checkpoint`), the export check and the benchmarks all call a
+:class:`Predictor`. Its backend is a PyTorch module, or an exported ONNX graph run by onnxruntime
+(:class:`OnnxBackend`, :meth:`Predictor.from_onnx`): the graph ends with ``decode_topk``, and its
+top-K outputs go through the same ``select_detections``.
 
 A detection set (:data:`Detections`) is a dict of tensors:
 ``{"polygons": (N, 8) float32, "scores": (N,) float32, "classes": (N,) int64}``.
 
 Example::
 
-    predictor = Predictor.from_checkpoint("runs/exp/best.pth", device="auto", batch_size=16)
+    predictor = Predictor.from_checkpoint("runs/exp/best.pt", device="auto", batch_size=16)
     dets = predictor.predict_images([read_image("P0001__1__0___0.png")])[0]
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,13 +39,16 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from ..checkpoint import CheckpointLoadError, model_from_checkpoint
-from ..config import Config, DecodeConfig
+from ..config import Config, DecodeConfig, config_from_dict
 from ..data.letterbox import letterbox_image, normalize_images
-from ..runtime import resolve_device
+from ..decode import decode_detections, decode_topk, select_detections
+from ..runtime import AMP_MODES, autocast_context, resolve_device
 
 __all__ = [
     "AMP_MODES",
+    "AMP_DTYPES",
     "Detections",
+    "OnnxBackend",
     "Predictor",
     "CheckpointLoadError",
     "resolve_device",
@@ -53,7 +64,17 @@ logger = logging.getLogger(__name__)
 #: ``polygons`` (N, 8) float32, ``scores`` (N,) float32, ``classes`` (N,) int64.
 Detections = dict[str, Tensor]
 
-AMP_MODES: tuple[str, ...] = ("none", "bf16")
+#: Autocast dtype of each of :data:`bbavectors.runtime.AMP_MODES` (inference has no GradScaler, so
+#: fp16 is plain autocast; it pays off on GPUs only).
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_mode_of(dtype: torch.dtype | None) -> str:
+    """The AMP mode name of an autocast dtype (``None`` -> ``"none"``)."""
+    for mode, d in AMP_DTYPES.items():
+        if d == dtype:
+            return mode
+    raise ValueError(f"no AMP mode for dtype {dtype}")
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -88,18 +109,68 @@ def detections_to(dets: Detections, device: torch.device | str) -> Detections:
     }
 
 
+class OnnxBackend:
+    """An exported graph (:func:`bbavectors.export.onnx_export.export_onnx`, decoder inside) in an
+    onnxruntime CPU session: letterboxed uint8 ``(B, 3, S, S)`` -> the graph's top-K outputs.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads (default: the cores this process may use).
+        optimization: onnxruntime graph optimisation level: ``"all"`` (default), ``"extended"``,
+            ``"basic"`` or ``"none"``.
+
+    Raises:
+        FileNotFoundError: no such file; ValueError: not a bbavectors export.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, optimization: str = "all") -> None:
+        from ..export.onnx_runner import OnnxModelInfo, create_session
+
+        self.path = Path(path)
+        self.session = create_session(self.path, ["CPUExecutionProvider"], threads=threads,
+                                      optimization=optimization)
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.info = OnnxModelInfo.from_metadata(meta, str(self.path))
+        self.metadata = meta
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """uint8 ``(B, 3, S, S)`` -> ``polygons (B, K, 8)``, ``scores (B, K)``, ``classes (B, K)``
+        in network-input pixels (CPU tensors)."""
+        x = images.cpu()
+        if not self.info.normalize_inside:
+            x = normalize_images(x, self.info.mean, self.info.std)
+        polygons, scores, classes = self.session.run(None, {self.input_name: x.numpy()})
+        return torch.from_numpy(polygons), torch.from_numpy(scores), torch.from_numpy(classes).long()
+
+    def config(self) -> Config:
+        """The run's config stored at export (``bbavectors.config``), with the graph's settings."""
+        info = self.info
+        stored = self.metadata.get("bbavectors.config")
+        cfg = config_from_dict(json.loads(stored)) if stored else Config()
+        cfg.data.input_size = info.input_size
+        cfg.data.mean, cfg.data.std = info.mean, info.std
+        cfg.decode.top_k = info.top_k
+        cfg.decode.cls_theta_thresh = info.cls_theta_thresh
+        cfg.decode.score_thresh = info.score_thresh
+        cfg.decode.nms_thresh = info.nms_thresh
+        return cfg
+
+
 class Predictor:
-    """Model + preprocessing + decoding on one device.
+    """Model (PyTorch module or ONNX graph) + preprocessing + decoding on one device.
 
     Args:
         model: CTRBOX-like module: ``forward((B, 3, H, W) float) -> {"hm", "wh", "reg", "cls_theta"}``
             logits at stride ``cfg.model.down_ratio``. Put in eval mode and moved to ``device`` here.
+            Or an :class:`OnnxBackend` (CPU, float32).
         cfg: the run's config (``data.input_size``, ``data.mean``/``std``, ``decode``, ``model.down_ratio``).
         classes: class names, index = heatmap channel.
         device: where the model runs (``"auto"``, ``"cpu"``, ``"cuda"``...).
         batch_size: images (or scene windows) per model call; None = :func:`default_batch_size`.
-        amp: ``"none"`` (float32) or ``"bf16"`` (autocast; outputs are cast back to float32 before
-            decoding). Works on any device; it pays off on GPUs.
+        amp: one of :data:`bbavectors.runtime.AMP_MODES`: ``"none"`` (float32), ``"bf16"`` or
+            ``"fp16"`` (autocast; outputs are cast back to float32 before decoding). Works on any
+            device; it pays off on GPUs. Not for ONNX backends.
         score_thresh: overrides ``cfg.decode.score_thresh`` when given.
         decode_nms_thresh: overrides ``cfg.decode.nms_thresh`` (per-image NMS) when given.
         channels_last: memory format of the model and inputs; default: on for CUDA.
@@ -107,7 +178,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | OnnxBackend,
         cfg: Config,
         classes: Sequence[str],
         device: str | torch.device = "auto",
@@ -121,6 +192,11 @@ class Predictor:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+        self.onnx = model if isinstance(model, OnnxBackend) else None
+        if self.onnx is not None:
+            if amp != "none":
+                raise ValueError(f"amp {amp!r} applies to PyTorch models; an ONNX model runs in float32")
+            device = "cpu"
         self.device = resolve_device(device)
         self.cfg = cfg
         self.classes: tuple[str, ...] = tuple(classes)
@@ -132,10 +208,12 @@ class Predictor:
             self.decode_cfg.score_thresh = float(score_thresh)
         if decode_nms_thresh is not None:
             self.decode_cfg.nms_thresh = float(decode_nms_thresh)
-        model = model.to(self.device).eval()
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
+        self.model: nn.Module | None = None
+        if isinstance(model, nn.Module):
+            model = model.to(self.device).eval()
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.model = model
 
     # ------------------------------------------------------------------------------- construction
     @classmethod
@@ -160,6 +238,28 @@ class Predictor:
         return cls(model, cfg, classes, device=device, batch_size=batch_size, amp=amp,
                    score_thresh=score_thresh, decode_nms_thresh=decode_nms_thresh)
 
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | Path,
+        batch_size: int | None = None,
+        score_thresh: float | None = None,
+        decode_nms_thresh: float | None = None,
+        threads: int | None = None,
+        optimization: str = "all",
+    ) -> Predictor:
+        """A predictor whose model is an exported graph run by onnxruntime on the CPU; its config,
+        classes and decode settings come from the file's metadata (see :class:`OnnxBackend`).
+
+        Raises:
+            FileNotFoundError: no such file; ValueError: not a bbavectors export.
+        """
+        backend = OnnxBackend(path, threads=threads, optimization=optimization)
+        logger.info("loaded %s: ONNX opset %d, %d classes, input %d, top-K %d", path, backend.info.opset,
+                    len(backend.info.classes), backend.info.input_size, backend.info.top_k)
+        return cls(backend, backend.config(), backend.info.classes, device="cpu", batch_size=batch_size,
+                   score_thresh=score_thresh, decode_nms_thresh=decode_nms_thresh)
+
     # ------------------------------------------------------------------------------- properties
     @property
     def input_size(self) -> int:
@@ -170,6 +270,11 @@ class Predictor:
     def down_ratio(self) -> int:
         return int(self.cfg.model.down_ratio)
 
+    @property
+    def backend_name(self) -> str:
+        """``"pytorch"`` or ``"onnxruntime"``."""
+        return "onnxruntime" if self.onnx is not None else "pytorch"
+
     # ------------------------------------------------------------------------------- steps
     def preprocess(self, image: NDArray[np.uint8]) -> tuple[Tensor, Tensor]:
         """Letterbox one ``(H, W, 3)`` uint8 RGB image (CPU; data-loader workers call this too).
@@ -179,29 +284,37 @@ class Predictor:
         """
         return letterbox_tensor(image, self.input_size)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.amp == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """Normalise uint8 RGB ``(B, 3, H, W)`` on the device and run the model.
+        """Normalise uint8 RGB ``(B, 3, H, W)`` on the device and run the PyTorch model.
 
         Returns:
             float32 logits ``{"hm": (B, C, h, w), "wh": (B, 10, h, w), "reg": (B, 2, h, w),
             "cls_theta": (B, 1, h, w)}``, ``h = ceil(H / 4)``.
+        Raises:
+            TypeError: the backend is an ONNX graph (its outputs are decoded already).
         """
+        if self.model is None:
+            raise TypeError("an ONNX predictor has no logits: its graph ends with the decoder")
         with torch.inference_mode():
             x = normalize_images(images.to(self.device, non_blocking=True), self.cfg.data.mean,
                                  self.cfg.data.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
+            with autocast_context(self.device, AMP_DTYPES[self.amp]):
                 out = self.model(x)
             return {k: v.float() for k, v in out.items()}
 
+    def topk(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The model's ``top_k`` best peaks: uint8 ``(B, 3, H, W)`` -> ``polygons (B, K, 8)`` in
+        network-input pixels, ``scores (B, K)``, ``classes (B, K)`` (either backend)."""
+        if self.onnx is not None:
+            return self.onnx.run(images)
+        with torch.inference_mode():
+            return decode_topk(self.forward(images), self.decode_cfg.top_k, self.decode_cfg.cls_theta_thresh,
+                               self.down_ratio)
+
     def decode(self, outputs: dict[str, Tensor], letterbox: Tensor | None = None) -> list[Detections]:
-        """Batched decode (threshold, per-class NMS) on the outputs' device.
+        """Batched decode of PyTorch logits (threshold, per-class NMS) on the outputs' device.
 
         Args:
             outputs: :meth:`forward`'s logits for ``B`` images.
@@ -210,8 +323,6 @@ class Predictor:
         Returns:
             ``B`` detection sets on the device.
         """
-        from ..decode import decode_detections  # late import: keeps this module importable alone
-
         with torch.inference_mode():
             lb = None if letterbox is None else letterbox.to(self.device, torch.float32)
             dets = decode_detections(outputs, self.decode_cfg, down_ratio=self.down_ratio, letterbox=lb)
@@ -224,7 +335,11 @@ class Predictor:
             ``B`` detection sets on the device, in original pixels when ``letterbox`` ``(B, 3)`` is
             given.
         """
-        return self.decode(self.forward(images), letterbox)
+        polygons, scores, classes = self.topk(images)
+        with torch.inference_mode():
+            lb = None if letterbox is None else letterbox.to(polygons.device, torch.float32)
+            dets = select_detections(polygons, scores, classes, self.decode_cfg, lb)
+            return [detections_to(d, self.device) for d in dets]
 
     def predict_images(self, images: Sequence[NDArray[np.uint8]]) -> list[Detections]:
         """Detections for ``(H, W, 3)`` uint8 RGB images of any sizes, in original image pixels.

@@ -37,11 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-import torch
 from numpy.typing import NDArray
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from DOTA_devkit.eval import Task1Result, evaluate_task1, load_ground_truth, write_result_json
@@ -50,10 +48,18 @@ from DOTA_devkit.merge import merge_detections, parse_patch_name
 from DOTA_devkit.task1 import ClassDetections, write_task1_dir, zip_task1_dir
 
 from ..data.dataset import list_images, read_split_file
-from ..data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+from ..data.image_io import IMAGE_EXTENSIONS, write_image
 from ..data.loader import worker_init
-from ..visualize import draw_detections
-from .predictor import Detections, Predictor, letterbox_tensor
+from ..drawing import draw_detections
+from .collect import (
+    DetectionCollector,
+    FilesRun,
+    ImageFileDataset,
+    collate_patches,
+    predict_image_files,
+    report_unreadable,
+)
+from .predictor import Detections, Predictor
 from .scenes import DOTA_MERGE_NMS_THRESH, SceneSettings, predict_scene
 
 __all__ = [
@@ -151,99 +157,6 @@ def _check_ids(selected: dict[str, Path], images: Path) -> dict[str, Path]:
     return selected
 
 
-class ImageFileDataset(Dataset[dict[str, Any]]):
-    """Reads images in loader workers; a bad file becomes an item with ``error`` set (no exception).
-
-    Args:
-        items: ``(image id, path)`` pairs.
-        input_size: letterbox side (patch mode); None returns the decoded image as is (scene mode).
-        keep_original: also return the decoded image (for pictures) in patch mode.
-
-    Item: ``image_id``; ``error`` (None or the reason); ``image``: uint8 ``(3, S, S)`` letterboxed
-    (patch mode) or ``(H, W, 3)`` as decoded (scene mode); ``letterbox`` ``(3,)`` (patch mode);
-    ``original`` ``(H, W, 3)`` when kept.
-    """
-
-    def __init__(self, items: Sequence[tuple[str, Path]], input_size: int | None,
-                 keep_original: bool = False) -> None:
-        self.items = list(items)
-        self.input_size = input_size
-        self.keep_original = keep_original
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image_id, path = self.items[index]
-        try:
-            image = read_image(path)
-        except (ImageReadError, cv2.error) as e:
-            return {"image_id": image_id, "path": str(path), "error": str(e)}
-        item: dict[str, Any] = {"image_id": image_id, "path": str(path), "error": None}
-        if self.input_size is None:
-            item["image"] = torch.from_numpy(image)
-            return item
-        item["image"], item["letterbox"] = letterbox_tensor(image, self.input_size)
-        if self.keep_original:
-            item["original"] = torch.from_numpy(image)
-        return item
-
-
-def collate_patches(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch the readable items (runs in the worker, so the batch is pinned as one tensor).
-
-    Returns:
-        ``images`` uint8 ``(B, 3, S, S)`` or None when none was readable, ``letterbox`` ``(B, 3)``,
-        ``image_ids`` and ``originals`` (None entries unless kept) of the readable ones, and
-        ``errors``: the unreadable items (``image_id``, ``path``, ``error``).
-    """
-    good = [it for it in items if it["error"] is None]
-    return {
-        "images": torch.stack([it["image"] for it in good]) if good else None,
-        "letterbox": torch.stack([it["letterbox"] for it in good]) if good else None,
-        "image_ids": [it["image_id"] for it in good],
-        "originals": [it.get("original") for it in good],
-        "errors": [it for it in items if it["error"] is not None],
-    }
-
-
-# ----------------------------------------------------------------------------------- results
-class DetectionCollector:
-    """Accumulates per-image detections into per-class :class:`ClassDetections`."""
-
-    def __init__(self, classes: Sequence[str]) -> None:
-        self.classes = tuple(classes)
-        self.image_ids: list[str] = []
-        self._ids: list[list[str]] = [[] for _ in self.classes]
-        self._scores: list[list[NDArray[np.float64]]] = [[] for _ in self.classes]
-        self._polys: list[list[NDArray[np.float64]]] = [[] for _ in self.classes]
-        self.num_detections = 0
-
-    def add(self, image_id: str, dets: Detections) -> None:
-        """Record one image's detections (``classes`` index into the class list)."""
-        self.image_ids.append(image_id)
-        polys = dets["polygons"].detach().cpu().double().numpy().reshape(-1, 8)
-        scores = dets["scores"].detach().cpu().double().numpy().reshape(-1)
-        classes = dets["classes"].detach().cpu().numpy().reshape(-1)
-        if classes.size and (classes.min() < 0 or classes.max() >= len(self.classes)):
-            raise ValueError(f"{image_id}: class index out of range [0, {len(self.classes)})")
-        for c in np.unique(classes):
-            sel = classes == c
-            self._ids[int(c)].extend([image_id] * int(sel.sum()))
-            self._scores[int(c)].append(scores[sel])
-            self._polys[int(c)].append(polys[sel])
-        self.num_detections += int(scores.size)
-
-    def result(self) -> dict[str, ClassDetections]:
-        """``{class name: ClassDetections}`` for every class (empty ones included)."""
-        out = {}
-        for k, name in enumerate(self.classes):
-            scores = np.concatenate(self._scores[k]) if self._scores[k] else np.zeros(0)
-            polys = np.concatenate(self._polys[k]) if self._polys[k] else np.zeros((0, 8))
-            out[name] = ClassDetections(list(self._ids[k]), scores, polys)
-        return out
-
-
 # ----------------------------------------------------------------------------------- evaluation
 def evaluate_results(
     detections: Mapping[str, ClassDetections], image_ids: Sequence[str], label_dir: str | Path,
@@ -284,58 +197,45 @@ def _has_labels(label_dir: Path, ids: Sequence[str]) -> int:
 
 
 # ----------------------------------------------------------------------------------- the run
-def _run_patches(predictor: Predictor, items: Sequence[tuple[str, Path]], options: InferenceOptions,
-                 collector: DetectionCollector, unreadable: list[str]) -> None:
-    dataset = ImageFileDataset(items, predictor.input_size, keep_original=options.pictures)
-    loader = DataLoader(dataset, batch_size=predictor.batch_size, shuffle=False, num_workers=options.workers,
-                        collate_fn=collate_patches, pin_memory=predictor.device.type == "cuda",
-                        worker_init_fn=worker_init, prefetch_factor=2 if options.workers > 0 else None)
-    bar = tqdm(total=len(dataset), desc="images", unit="img", disable=not options.progress)
-    for batch in loader:
-        for it in batch["errors"]:
-            _report_unreadable(it, unreadable)
-        if batch["images"] is not None:
-            results = predictor.predict_batch(batch["images"], batch["letterbox"])
-            for image_id, original, dets in zip(batch["image_ids"], batch["originals"], results):
-                dets = {k: v.cpu() for k, v in dets.items()}
-                collector.add(image_id, dets)
-                if options.pictures:
-                    _save_picture(options.out, image_id, original.numpy(), dets, predictor.classes)
-        bar.update(len(batch["image_ids"]) + len(batch["errors"]))
-    bar.close()
+def _run_patches(predictor: Predictor, items: Sequence[tuple[str, Path]], options: InferenceOptions
+                 ) -> FilesRun:
+    def picture(image_id: str, original: NDArray[np.uint8] | None, dets: Detections) -> None:
+        if original is not None:
+            _save_picture(options.out, image_id, original, dets, predictor.classes)
+
+    return predict_image_files(predictor, items, workers=options.workers, progress=options.progress,
+                               on_image=picture if options.pictures else None,
+                               keep_originals=options.pictures)
 
 
-def _run_scenes(predictor: Predictor, items: Sequence[tuple[str, Path]], options: InferenceOptions,
-                collector: DetectionCollector, unreadable: list[str]) -> None:
+def _run_scenes(predictor: Predictor, items: Sequence[tuple[str, Path]], options: InferenceOptions
+                ) -> FilesRun:
     dataset = ImageFileDataset(items, None)
+    run = FilesRun(DetectionCollector(predictor.classes))
     # One scene per item: the workers decode the next scenes while this one runs.
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=options.workers,
                         collate_fn=_identity, pin_memory=predictor.device.type == "cuda",
                         worker_init_fn=worker_init, prefetch_factor=2 if options.workers > 0 else None)
     for it in tqdm(loader, total=len(dataset), desc="scenes", unit="scene", disable=not options.progress):
         if it["error"] is not None:
-            _report_unreadable(it, unreadable)
+            report_unreadable(it, run.unreadable)
             continue
         dets = {k: v.cpu() for k, v in predict_scene(predictor, it["image"], options.scene).items()}
-        collector.add(it["image_id"], dets)
+        run.collector.add(it["image_id"], dets)
         if options.pictures:
             _save_picture(options.out, it["image_id"], it["image"].numpy(), dets, predictor.classes)
+    return run
 
 
 def _identity(item: Any) -> Any:
     return item
 
 
-def _report_unreadable(item: dict[str, Any], unreadable: list[str]) -> None:
-    unreadable.append(item["image_id"])
-    logger.warning("skipped unreadable image %s (%d so far): %s", item["path"], len(unreadable),
-                   item["error"])
-
-
 def _save_picture(out: Path, image_id: str, image: NDArray[np.uint8], dets: Detections,
                   classes: Sequence[str]) -> None:
     folder = out / "pictures"
     folder.mkdir(parents=True, exist_ok=True)
+    # draw_detections downsizes big images before drawing (bounded memory and file size).
     write_image(folder / f"{image_id}.png", draw_detections(image, dets, classes))
 
 
@@ -352,15 +252,11 @@ def run_inference(predictor: Predictor, options: InferenceOptions) -> InferenceS
     inputs = list_inputs(options.images, options.split)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    collector = DetectionCollector(predictor.classes)
-    unreadable: list[str] = []
     items = list(inputs.items())
     logger.info("%d %s from %s on %s", len(items), "scene(s)" if options.scenes else "image(s)",
                 options.images, predictor.device)
-    if options.scenes:
-        _run_scenes(predictor, items, options, collector, unreadable)
-    else:
-        _run_patches(predictor, items, options, collector, unreadable)
+    run = (_run_scenes if options.scenes else _run_patches)(predictor, items, options)
+    collector, unreadable = run.collector, run.unreadable
     if unreadable:
         logger.warning("%d of %d image(s) were unreadable and skipped", len(unreadable), len(items))
     if not collector.image_ids:

@@ -12,10 +12,10 @@ Here nothing is written in between:
    ``--scenes`` and "split, then test the patches, then merge" see the same pixels. Each window is
    a slice of the device scene copied into a ``(B, 3, subsize, subsize)`` uint8 batch that is
    zero elsewhere: windows at the right/bottom border are **padded with 0**, as split patches are.
-3. A batch goes through :meth:`Predictor.forward` (normalisation on the device; when ``subsize``
-   differs from the model's ``input_size``, the batch is resized bilinearly with antialiasing, the
-   GPU counterpart of the letterbox of a square patch) and one batched
-   :meth:`Predictor.decode` call. Each window's per-class rotated NMS happens inside that decode,
+3. A batch goes through :meth:`Predictor.predict_batch` (normalisation on the device, model or
+   ONNX graph, one batched decode; when ``subsize`` differs from the model's ``input_size``, the
+   batch is first resized bilinearly with antialiasing, the GPU counterpart of the letterbox of a
+   square patch). Each window's per-class rotated NMS happens inside that decode,
    in window coordinates, exactly as for a patch file of the split tool.
 4. Each window's detections are mapped to the scene with ``x = (x' / s + left) / r``
    (``s = input_size / subsize``): DOTA_devkit's merge formula ``(patch coordinate + left) / rate``.
@@ -197,7 +197,7 @@ def predict_windows(predictor: Predictor, scene: Tensor, windows: Sequence[Windo
     for chunk in _batches(windows, window_batch):
         batch = _resize_batch(cut_windows(scene, chunk, subsize), predictor.input_size)
         # Decoded (and NMS'd) in window coordinates, as a patch file would be, then moved to the scene.
-        for window, dets in zip(chunk, predictor.decode(predictor.forward(batch))):
+        for window, dets in zip(chunk, predictor.predict_batch(batch)):
             out.append({**dets, "polygons": window_to_scene(dets["polygons"], window, input_scale)})
     return out
 

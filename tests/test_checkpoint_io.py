@@ -1,0 +1,39 @@
+"""save_checkpoint is atomic and durable: the data reaches the disk before the rename."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import bbavectors.checkpoint as checkpoint_mod
+from bbavectors.checkpoint import load_checkpoint, save_checkpoint
+from bbavectors.config import Config
+
+
+def test_regression_save_checkpoint_fsyncs_the_file_before_the_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the fsync a power loss after os.replace could leave best.pt renamed but empty."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", str(os.fstat(fd).st_ino)))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append(("replace", str(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint_mod.os, "fsync", fsync)
+    monkeypatch.setattr(checkpoint_mod.os, "replace", replace)
+    target = tmp_path / "best.pt"
+    save_checkpoint(target, torch.nn.Linear(2, 2), Config(), ["a"], epoch=3)
+    kinds = [k for k, _ in events]
+    before = events[: kinds.index("replace")]
+    # The renamed file keeps its inode: the file synced before the rename is the checkpoint itself.
+    assert ("fsync", str(target.stat().st_ino)) in before
+    assert load_checkpoint(target)["epoch"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temporary file left
