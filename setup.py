@@ -38,7 +38,7 @@ setup(
             "timm>=0.9",
         ],
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
-        # The YOLO-OBB peer of tools/benchmark_accuracy.py (docs/benchmarks.md); never a dependency.
+        # The YOLO-OBB peer of tools/benchmark.py accuracy (docs/benchmarks.md); never a dependency.
         "bench": ["ultralytics>=8.3"],
         "timm": ["timm>=0.9"],
     },

@@ -154,7 +154,7 @@ def horizontal_iou(obb: Tensor) -> Tensor:
     return r.clamp(0.0, 1.0)
 
 
-def _shoelace(pts: Tensor, valid: Tensor) -> Tensor:
+def shoelace_area(pts: Tensor, valid: Tensor) -> Tensor:
     """Signed area of polygons ``(P, K, 2)`` whose first ``valid.sum(1)`` vertices are used."""
     n = valid.sum(1)
     k = torch.arange(pts.shape[1], device=pts.device)[None]
@@ -167,7 +167,7 @@ def _shoelace(pts: Tensor, valid: Tensor) -> Tensor:
 def poly_signed_area(poly: Tensor) -> Tensor:
     """Shoelace area ``(N,)`` of ``(N, 8)`` polygons; positive when the corners go clockwise on screen."""
     p = poly.reshape(-1, 4, 2)
-    return _shoelace(p, torch.ones(p.shape[:2], dtype=torch.bool, device=p.device))
+    return shoelace_area(p, torch.ones(p.shape[:2], dtype=torch.bool, device=p.device))
 
 
 def poly_area(poly: Tensor) -> Tensor:
@@ -233,9 +233,9 @@ def poly_iou(a: Tensor, b: Tensor) -> Tensor:
     valid = torch.ones(pa.shape[:2], dtype=torch.bool, device=a.device)
     for i in range(4):
         pts, valid = _clip_half_plane(pts, valid, pb[:, i], pb[:, (i + 1) % 4])
-    inter = _shoelace(pts, valid).abs()
-    area_a = _shoelace(pa, torch.ones_like(valid[:, :4])).abs()
-    area_b = _shoelace(pb, torch.ones_like(valid[:, :4])).abs()
+    inter = shoelace_area(pts, valid).abs()
+    area_a = shoelace_area(pa, torch.ones_like(valid[:, :4])).abs()
+    area_b = shoelace_area(pb, torch.ones_like(valid[:, :4])).abs()
     union = area_a + area_b - inter
     iou = torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
     return iou.clamp(0.0, 1.0).to(a.dtype)

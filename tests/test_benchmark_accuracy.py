@@ -119,9 +119,9 @@ def test_settings_need_a_budget(tmp_path: Path) -> None:
 
 
 def test_cli_missing_split_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tool = _load_tool("benchmark_accuracy")
+    tool = _load_tool("benchmark")
     (tmp_path / "labelTxt").mkdir()
-    code = tool.main(["--data", str(tmp_path), "--train-split", str(tmp_path / "nope.txt"),
+    code = tool.main(["accuracy", "--data", str(tmp_path), "--train-split", str(tmp_path / "nope.txt"),
                       "--val-split", str(tmp_path / "nope.txt"), "--work-dir", str(tmp_path / "w")])
     assert code == 2
     err = capsys.readouterr().err
@@ -149,13 +149,13 @@ def _tiny_args(src: Path, train: Path, val: Path, work: Path) -> list[str]:
 def test_tiny_end_to_end_ours(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Epoch-capped (deterministic), then the same with a time budget (``tools/train.py --time``)."""
     src, train, val = _tiny_ssdd(shared_data, tmp_path)
-    tool = _load_tool("benchmark_accuracy")
-    assert tool.main([*_tiny_args(src, train, val, tmp_path / "budget"), "--minutes", "0.25",
+    tool = _load_tool("benchmark")
+    assert tool.main(["accuracy", *_tiny_args(src, train, val, tmp_path / "budget"), "--minutes", "0.25",
                       "--max-epochs", "3", "--yolo-models"]) == 0
     budget = json.loads((tmp_path / "budget" / "accuracy.json").read_text(encoding="utf-8"))
     assert budget["rows"][0]["budget_minutes"] == 0.25 and budget["rows"][0]["epochs"] > 0
     capsys.readouterr()
-    assert tool.main([*_tiny_args(src, train, val, tmp_path / "work"), "--yolo-models"]) == 0
+    assert tool.main(["accuracy", *_tiny_args(src, train, val, tmp_path / "work"), "--yolo-models"]) == 0
     out = capsys.readouterr().out
     assert "| bbavectors resnet18 (w16) |" in out and "hardware:" in out
     data = json.loads((tmp_path / "work" / "accuracy.json").read_text(encoding="utf-8"))
@@ -171,8 +171,8 @@ def test_tiny_end_to_end_yolo(shared_data: Path, tmp_path: Path, capsys: pytest.
     if not (REPO / "tools" / "convert_dataset.py").is_file():
         pytest.skip("tools/convert_dataset.py (DOTA -> YOLO-OBB) is not in this checkout yet")
     src, train, val = _tiny_ssdd(shared_data, tmp_path)
-    tool = _load_tool("benchmark_accuracy")
-    args = [*_tiny_args(src, train, val, tmp_path / "work"), "--skip-ours",
+    tool = _load_tool("benchmark")
+    args = ["accuracy", *_tiny_args(src, train, val, tmp_path / "work"), "--skip-ours",
             "--yolo-models", "yolov8n-obb.yaml"]
     assert tool.main(args) == 0
     data = json.loads((tmp_path / "work" / "accuracy.json").read_text(encoding="utf-8"))

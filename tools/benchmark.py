@@ -16,6 +16,10 @@ Subcommands::
     # inference on the CPU: PyTorch eager vs ONNX Runtime, resnet18 and mobilenet_v2, a 4000 px scene
     python tools/benchmark.py infer --onnx
 
+    # real data: our recipe vs YOLOv8n-OBB / YOLO11n-OBB, 45 min each (pip install -e ".[bench]")
+    python tools/benchmark.py accuracy --data DATA --train-split splits/trainval.txt \\
+        --val-split splits/val.txt --work-dir bench_ssdd --minutes 45 --threads 2
+
 ``python tools/benchmark.py <subcommand> --help`` lists each one's options. ``--json FILE`` also
 writes the results as JSON.
 """
@@ -25,17 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from DOTA_devkit.atomic import atomic_write_text
 
 
 def _write_json(path: Path | None, results: dict[str, Any]) -> None:
     if path is None:
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(results, indent=2, default=str))
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -164,6 +167,78 @@ def _run_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- accuracy
+def _add_accuracy(sub: Any) -> None:
+    from bbavectors.benchmarks.accuracy import DEFAULT_YOLO_MODELS
+
+    p = sub.add_parser("accuracy", help="accuracy on real data: our recipe vs YOLO-OBB, same split, "
+                       "budget and evaluator (docs/benchmarks.md)")
+    p.add_argument("--data", required=True, type=Path, help="DOTA-format folder (images/, labelTxt/)")
+    p.add_argument("--train-split", required=True, type=Path, help="split file of the training images")
+    p.add_argument("--val-split", required=True, type=Path, help="split file of the held-out images")
+    p.add_argument("--work-dir", required=True, type=Path,
+                   help="where runs, the YOLO copy of the data and logs go (outside the data folder)")
+    p.add_argument("--config", type=Path, help="our recipe (default configs/ssdd_resnet18.yaml)")
+    p.add_argument("--minutes", type=float, default=45.0,
+                   help="training budget per model (default 45; 0: none, then --max-epochs)")
+    p.add_argument("--max-epochs", type=int, help="also stop each model after this many epochs")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for every model (default: all cores)")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes per model (default 2)")
+    p.add_argument("--input-size", type=int, help="input side for every model (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, help="batch for every model (default: the recipe's)")
+    p.add_argument("--yolo-models", nargs="*", default=list(DEFAULT_YOLO_MODELS),
+                   help="Ultralytics model YAMLs (default: %(default)s); none: only ours")
+    p.add_argument("--skip-ours", action="store_true", help="only the YOLO models")
+    p.add_argument("--warmup", type=int, default=5, help="untimed predictions before timing (default 5)")
+    p.add_argument("--timed-images", type=int, help="time only the first N validation images")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"),
+                   help="our mixed precision (default: none on the CPU, the recipe's on a GPU)")
+    p.add_argument("--validate-in-training", action="store_true",
+                   help="let our run validate while it trains (inside its budget; default off, as YOLO)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override our recipe (repeatable)")
+    p.add_argument("--json", type=Path, help="write the result here (default WORK_DIR/accuracy.json)")
+    p.set_defaults(func=_run_accuracy)
+
+
+def _accuracy_settings(args: argparse.Namespace) -> Any:
+    from bbavectors.benchmarks.accuracy import AccuracySettings
+
+    settings = AccuracySettings(
+        data=args.data, train_split=args.train_split, val_split=args.val_split, work_dir=args.work_dir,
+        minutes=args.minutes if args.minutes > 0 else None, max_epochs=args.max_epochs, device=args.device,
+        threads=args.threads, workers=args.workers, input_size=args.input_size, batch_size=args.batch_size,
+        yolo_models=tuple(args.yolo_models), run_ours=not args.skip_ours, run_yolo=bool(args.yolo_models),
+        warmup_images=args.warmup, timed_images=args.timed_images, seed=args.seed, amp=args.amp,
+        validate_in_training=args.validate_in_training,
+        overrides=tuple(args.overrides))
+    if args.config is not None:
+        settings.config = args.config
+    return settings
+
+
+def _run_accuracy(args: argparse.Namespace) -> int:
+    import sys
+
+    from bbavectors.benchmarks.accuracy import BenchmarkError, format_accuracy_table, run_accuracy_benchmark
+    from bbavectors.checkpoint import CheckpointLoadError
+
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        result = run_accuracy_benchmark(_accuracy_settings(args))
+    except (BenchmarkError, CheckpointLoadError, FileNotFoundError, ValueError) as e:
+        print(f"benchmark.py accuracy: error: {e}", file=sys.stderr)
+        return 2
+    json_path = args.json or args.work_dir / "accuracy.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(json_path, result.to_dict())
+    print(format_accuracy_table(result))
+    print(f"written to {json_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_targets(sub)
     _add_infer(sub)
+    _add_accuracy(sub)
     return parser
 
 

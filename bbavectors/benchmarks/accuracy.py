@@ -17,7 +17,7 @@ One run on one machine (:func:`run_accuracy_benchmark`):
 Ultralytics is optional (``pip install -e ".[bench]"``); without it the peer rows are skipped with
 the reason recorded. The YOLO part is the only code that imports it.
 
-CLI: ``tools/benchmark_accuracy.py`` (docs/benchmarks.md).
+CLI: ``tools/benchmark.py accuracy`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -369,7 +369,7 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
     backbone = predictor.cfg.model.backbone
     return ModelScore(
         model=f"bbavectors {backbone} (w{predictor.cfg.model.head_width})",
-        params=sum(p.numel() for p in predictor.model.parameters()), budget_minutes=settings.minutes,
+        params=_num_parameters(predictor.model), budget_minutes=settings.minutes,
         train_seconds=_train_seconds(run_dir), epochs=_epochs_of(checkpoint), ap07=result.map07,
         ap_area=result.map_area, ms_per_image=ms, input_size=predictor.input_size,
         detections=sum(len(d["scores"]) for _, d in per_image), checkpoint=str(ckpt_path))
@@ -554,3 +554,7 @@ def format_accuracy_table(result: AccuracyResult) -> str:
                  f"python {h.python}")
     return "\n".join(lines)
 
+
+def _num_parameters(model: torch.nn.Module | None) -> int:
+    # A checkpoint always gives a PyTorch model here (an ONNX backend has no parameters to count).
+    return 0 if model is None else int(sum(p.numel() for p in model.parameters()))

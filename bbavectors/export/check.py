@@ -179,7 +179,6 @@ def reference_predictor(model: nn.Module, detector: OnnxDetector) -> Predictor:
     cfg = Config()
     cfg.data.input_size = detector.input_size
     cfg.data.mean, cfg.data.std = info.mean, info.std
-    cfg.model.down_ratio = int(getattr(model, "down_ratio", 4))
     cfg.decode = DecodeConfig(top_k=info.top_k, score_thresh=detector.score_thresh,
                               cls_theta_thresh=info.cls_theta_thresh, nms_thresh=detector.nms_thresh)
     device = next(model.parameters()).device

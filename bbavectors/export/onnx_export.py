@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..decode import decode_topk
-from ..geometry import _clockwise, _shoelace
+from ..geometry import normalize_corner_order, shoelace_area
 from .onnx_runner import ONNX_FORMAT, OnnxModelInfo
 
 __all__ = [
@@ -129,14 +129,14 @@ def quad_iou_static(a: Tensor, b: Tensor) -> Tensor:
     Returns:
         ``(P,)`` IoU in ``[0, 1]``; degenerate quads give 0.
     """
-    pa = _clockwise(a.reshape(-1, 4, 2).float())
-    pb = _clockwise(b.reshape(-1, 4, 2).float())
+    pa = normalize_corner_order(a.reshape(-1, 8).float()).reshape(-1, 4, 2)
+    pb = normalize_corner_order(b.reshape(-1, 8).float()).reshape(-1, 4, 2)
     full = torch.ones(pa.shape[:2], dtype=torch.bool, device=pa.device)
     pts, valid = pa, full
     for i in range(4):
         pts, valid = _clip_by_edge(pts, valid, pb[:, i], pb[:, (i + 1) % 4])
-    inter = _shoelace(pts, valid).abs()
-    union = _shoelace(pa, full).abs() + _shoelace(pb, full).abs() - inter
+    inter = shoelace_area(pts, valid).abs()
+    union = shoelace_area(pa, full).abs() + shoelace_area(pb, full).abs() - inter
     iou = torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
     return iou.clamp(0.0, 1.0)
 
