@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import DecodeConfig
+from .config import DOWN_RATIO, DecodeConfig
 from .geometry import rotated_nms_per_class, tlrb_to_poly
 
 __all__ = ["decode_topk", "decode_detections", "select_detections", "peak_logits", "horizontal_vectors"]
@@ -57,7 +57,7 @@ def _gather_channels(feature: Tensor, pix: Tensor) -> Tensor:
 
 
 def decode_topk(
-    outputs: dict[str, Tensor], top_k: int, cls_theta_thresh: float, down_ratio: int = 4
+    outputs: dict[str, Tensor], top_k: int, cls_theta_thresh: float, down_ratio: int = DOWN_RATIO
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The ``top_k`` best peaks per image as quadrilaterals; no threshold, no NMS, static shapes.
 
@@ -104,7 +104,10 @@ def decode_topk(
 
 
 def decode_detections(
-    outputs: dict[str, Tensor], cfg: DecodeConfig, down_ratio: int = 4, letterbox: Tensor | None = None
+    outputs: dict[str, Tensor],
+    cfg: DecodeConfig,
+    down_ratio: int = DOWN_RATIO,
+    letterbox: Tensor | None = None,
 ) -> list[dict[str, Tensor]]:
     """Detections per image: :func:`decode_topk`, then :func:`select_detections`.
 

@@ -53,7 +53,7 @@ from torch import Tensor
 
 from DOTA_devkit import geometry as np_geo
 
-from .config import TargetConfig
+from .config import DOWN_RATIO, TargetConfig
 from .decode import decode_topk
 from .geometry import horizontal_iou, obb_to_tlrb, poly_to_obb
 
@@ -264,7 +264,7 @@ def encode_targets(
     num_classes: int,
     input_hw: tuple[int, int],
     cfg: TargetConfig,
-    down_ratio: int = 4,
+    down_ratio: int = DOWN_RATIO,
 ) -> dict[str, Tensor]:
     """Encode a batch of objects into BBAVectors head targets (module docstring for the rules).
 
@@ -412,7 +412,7 @@ def roundtrip_polygons(
     polygons: FloatArray,
     cfg: TargetConfig,
     cls_theta_thresh: float = 0.5,
-    down_ratio: int = 4,
+    down_ratio: int = DOWN_RATIO,
     spacing: float = 12.0,
     per_image: int = 256,
     seed: int = 0,

@@ -56,11 +56,12 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from DOTA_devkit.image_io import read_image_bgr
 from DOTA_devkit.merge import merge_detections
 from DOTA_devkit.split import sliding_windows
 from DOTA_devkit.task1 import ClassDetections, read_task1_dir, write_task1_dir
 
-from ..config import Config
+from ..config import DOWN_RATIO, Config
 from ..data.image_io import read_image, write_image
 from ..data.letterbox import normalize_images
 from ..inference.predictor import Predictor, concat_detections
@@ -127,7 +128,7 @@ def fixed_box_heads(model: nn.Module, width: float = 32.0, height: float = 16.0)
     wh, theta = getattr(heads, "wh", None), getattr(heads, "cls_theta", None)
     if not (isinstance(wh, nn.Sequential) and isinstance(theta, nn.Sequential)):
         raise TypeError("expected a CTRBOX with heads.wh and heads.cls_theta Sequential heads")
-    d = float(getattr(model, "down_ratio", 4))
+    d = float(getattr(model, "down_ratio", DOWN_RATIO))
     hw, hh = width / 2 / d, height / 2 / d
     # t, r, b, l vectors (x, y each), then the external box's w, h; in output-stride units.
     values = [0.0, -hh, hw, 0.0, 0.0, hh, -hw, 0.0, width / d, height / d]
@@ -236,9 +237,7 @@ def scene_ours(
 
 def _split_to_files(scene_path: Path, patch_dir: Path, subsize: int, gap: int) -> list[Path]:
     """The split tool's way: every window padded to ``subsize`` and written as a PNG file."""
-    img = cv2.imread(str(scene_path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f"cannot read {scene_path}")
+    img = read_image_bgr(scene_path)
     h, w = img.shape[:2]
     paths = []
     for left, up in sliding_windows(h, w, subsize, gap):

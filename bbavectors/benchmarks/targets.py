@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from DOTA_devkit.geometry import horizontal_iou, obb_to_poly, poly_iou, poly_to_obb
 from DOTA_devkit.labels import read_dota_label
 
-from ..config import TargetConfig
+from ..config import DOWN_RATIO, TargetConfig
 from ..targets import encode_targets, horizontal_band_halfwidth, roundtrip_polygons
 
 __all__ = [
@@ -118,7 +118,7 @@ def original_style_targets(
     classes: NDArray[np.int64],
     num_classes: int,
     input_size: int,
-    down_ratio: int = 4,
+    down_ratio: int = DOWN_RATIO,
     max_objects: int = 500,
 ) -> dict[str, NDArray[Any]]:
     """One sample's targets the original's way: a Python loop per object (timing baseline).

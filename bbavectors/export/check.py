@@ -30,7 +30,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from ..config import Config, DecodeConfig
+from ..config import DOWN_RATIO, Config, DecodeConfig
 from ..inference.predictor import Predictor
 from .onnx_export import ExportWrapper
 from .onnx_runner import OnnxDetector
@@ -214,7 +214,7 @@ def check_export(
     wrapper = ExportWrapper(
         model, info.top_k, info.cls_theta_thresh,
         info.mean if info.normalize_inside else None, info.std if info.normalize_inside else None,
-        int(getattr(model, "down_ratio", 4)), info.nms_thresh if info.nms_in_graph else None,
+        int(getattr(model, "down_ratio", DOWN_RATIO)), info.nms_thresh if info.nms_in_graph else None,
     )
     size = random_size or info.input_size
     results = []

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..config import DOWN_RATIO
 from ..decode import decode_topk
 from ..geometry import normalize_corner_order, shoelace_area
 from .onnx_runner import ONNX_FORMAT, OnnxModelInfo
@@ -199,7 +200,7 @@ class ExportWrapper(nn.Module):
         cls_theta_thresh: float = 0.5,
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
-        down_ratio: int = 4,
+        down_ratio: int = DOWN_RATIO,
         nms_thresh: float | None = None,
     ) -> None:
         super().__init__()
@@ -344,7 +345,7 @@ def export_onnx(
     num_classes = int(getattr(model, "num_classes", 0)) or None
     if classes is not None and num_classes is not None and len(classes) != num_classes:
         raise ValueError(f"{len(classes)} class names for a model with {num_classes} classes")
-    down_ratio = int(getattr(model, "down_ratio", 4))
+    down_ratio = int(getattr(model, "down_ratio", DOWN_RATIO))
     # Restore each submodule's own mode afterwards (a frozen part may be in eval inside a training model).
     modes = [(m, m.training) for m in model.modules()]
     with_nms = with_nms and nms_thresh > 0  # DecodeConfig's convention: <= 0 disables NMS

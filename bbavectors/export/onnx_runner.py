@@ -85,7 +85,7 @@ class OnnxModelInfo:
     exporter: str
     dynamic: str
     letterbox: str = "top-left"
-    down_ratio: int = 4
+    down_ratio: int = 4  # bbavectors.config.DOWN_RATIO (this runner imports neither torch nor the package)
     version: str = ""
 
     @classmethod
