@@ -12,8 +12,6 @@ freely between CPU and GPU (``map_location``).
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ __all__ = [
     "model_from_checkpoint",
     "CheckpointLoadError",
     "CheckpointNotFoundError",
+    "load_untrusted",
     "CHECKPOINT_FORMAT",
 ]
 
@@ -88,6 +87,26 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def load_untrusted(
+    path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint"
+) -> Any:
+    """``torch.load(path, weights_only=True)`` of a file that may be anything (truncated, random
+    bytes, another program's pickle): every failure becomes one :class:`CheckpointLoadError` line.
+
+    Unpickling arbitrary bytes can fail with almost any exception type (IndexError, UnicodeDecodeError,
+    struct.error, ...), so all of them are caught here, and only here.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 (see the docstring)
+        # torch's own message advises weights_only=False: never pass that on for an untrusted file.
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in str(e):
+            reason = "it holds objects other than tensors and plain types (refused for safety)"
+        raise CheckpointLoadError(f"{path} is not a usable {what}: {reason}") from e
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict safely (``weights_only=True``).
 
@@ -98,15 +117,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, TypeError,
-            zipfile.BadZipFile, OSError) as e:
-        # torch's own message advises weights_only=False: never pass that on for an untrusted file.
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "weights_only" in str(e):
-            reason = "it holds objects other than tensors and plain types (refused for safety)"
-        raise CheckpointLoadError(f"{path} is not a usable bbavectors checkpoint: {reason}") from e
+    ckpt = load_untrusted(path, map_location, what="bbavectors checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointLoadError(
             f"{path} is not a usable bbavectors checkpoint (no format tag {CHECKPOINT_FORMAT!r})")

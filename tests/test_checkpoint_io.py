@@ -37,3 +37,21 @@ def test_regression_save_checkpoint_fsyncs_the_file_before_the_rename(
     assert ("fsync", str(target.stat().st_ino)) in before
     assert load_checkpoint(target)["epoch"] == 3
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temporary file left
+
+
+def test_regression_random_bytes_are_a_one_line_checkpoint_error(tmp_path: Path) -> None:
+    # Unpickling random bytes raised IndexError (and other types) straight through load_checkpoint:
+    # a traceback in train --resume about one run in ten. Every seed must give CheckpointLoadError.
+    import random
+
+    from bbavectors.checkpoint import CheckpointLoadError, load_checkpoint
+    from bbavectors.models.weights import read_state_dict
+
+    for seed in range(40):
+        path = tmp_path / f"r{seed}.pt"
+        data = random.Random(seed).randbytes(512)
+        path.write_bytes(b"\x80\x02" + data if seed % 2 else data)  # half start like a pickle
+        with pytest.raises(CheckpointLoadError, match=f"r{seed}.pt is not a usable"):
+            load_checkpoint(path)
+        with pytest.raises(CheckpointLoadError, match="not a usable weight file"):
+            read_state_dict(path)

@@ -26,6 +26,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from ..checkpoint import load_untrusted
+
 if TYPE_CHECKING:
     from .backbones import Backbone
 
@@ -108,7 +110,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise FileNotFoundError(
             f"pretrained weights not found: {path} (expected None, '{IMAGENET}' or a local .pth file)"
         )
-    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    obj: Any = load_untrusted(path, "cpu", what="weight file")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
