@@ -3,16 +3,15 @@ with strict), and the counts add up: objects read = written + skipped."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
+from tool_loader import load_tool as _load_tool
 
 from DOTA_devkit.formats.dataset import convert_dataset
 from DOTA_devkit.formats.rolabelimg import convert_dota_to_rolabelimg, convert_rolabelimg_to_dota
@@ -25,12 +24,6 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
 """
 
 
-def _load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _blank(path: Path, w: int = 200, h: int = 120) -> None:

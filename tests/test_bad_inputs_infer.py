@@ -3,7 +3,6 @@ no traceback, never torch's advice to load with weights_only=False; checked befo
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from tool_loader import load_tool
 
 from bbavectors.checkpoint import save_checkpoint
 from bbavectors.config import Config
@@ -23,12 +23,6 @@ from DOTA_devkit.classes import SYNTHETIC
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bad_inputs_tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_config() -> Config:

@@ -5,7 +5,6 @@ process (same code path, without paying the interpreter start each time)."""
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from types import ModuleType
 import pytest
 import torch
 from test_train_engine import make_tiny_dataset, tiny_config
+from tool_loader import load_tool
 
 from bbavectors.checkpoint import save_checkpoint
 from bbavectors.models.builder import build_model
@@ -24,11 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_train_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tool_train_bad", REPO / "tools" / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("train")
 
 
 train_tool = _load_train_tool()

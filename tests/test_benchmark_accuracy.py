@@ -8,11 +8,11 @@ import importlib.util
 import json
 import random
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from tool_loader import load_tool as _load_tool
 
 from bbavectors.benchmarks.accuracy import (
     AccuracyResult,
@@ -29,12 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHIP = {0: "ship"}
 
 
-def _load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _box(x: float, y: float, w: float, h: float) -> list[list[float]]:

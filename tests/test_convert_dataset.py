@@ -3,15 +3,14 @@ files through the folder converter, Task1 detections as pre-annotations, --check
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shutil
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
+from tool_loader import load_tool as _load_tool
 
 from DOTA_devkit.classes import read_class_file
 from DOTA_devkit.formats.check import check_dataset
@@ -25,12 +24,6 @@ from DOTA_devkit.labels import read_dota_label
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 cli = _load_tool("convert_dataset")

@@ -7,7 +7,6 @@ command-line tool itself (export + onnxruntime check), and most tests reuse that
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -15,11 +14,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from tool_loader import load_tool
 
 from bbavectors.checkpoint import model_from_checkpoint, save_checkpoint
 from bbavectors.config import Config, DecodeConfig
@@ -53,12 +52,6 @@ TOP_K = 50
 REAL_IMAGE = SHARED_DATA / "dota_demo" / "images" / "P1478__1__853___962.png"
 
 
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_config() -> Config:

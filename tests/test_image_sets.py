@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from tool_loader import load_tool as _load_tool
 
 from DOTA_devkit.image_sets import (
     format_image_set_table,
@@ -23,12 +22,6 @@ from DOTA_devkit.labels import DotaObject, write_dota_label
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _classes_in(ids: list[str], image_classes: dict[str, Counter[str]]) -> set[str]:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import shapely
+from tool_loader import load_tool as _load_tool
 
 from DOTA_devkit.classes import read_class_file, write_class_file
 from DOTA_devkit.formats.rolabelimg import (
@@ -33,12 +32,6 @@ from DOTA_devkit.labels import DotaObject, LabelError, LabelReport, read_dota_la
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 cli = _load_tool("convert_rolabelimg")

@@ -8,11 +8,11 @@ the geometry for AP07 to reach 0.9. Seeded, augmentation off, one thread.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
-from types import ModuleType
+
+from tool_loader import load_tool as _load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 #: 5 ships in 3 images (1, 1, 3), long sides 48 to 92 px in images of about 500 x 350.
@@ -22,12 +22,6 @@ IMAGE_IDS = ("000002", "000003", "000006")
 STEPS = 60
 
 
-def _load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _copy_subset(shared_data: Path, dst: Path) -> Path:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import types
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from tool_loader import load_tool
 
 from bbavectors.data import synthetic
 from bbavectors.data.dataset import DotaDataset
@@ -216,16 +215,9 @@ def test_default_dataset_is_the_documented_easy_set(tmp_path: Path) -> None:
     assert ensure_default_dataset(tmp_path / "default") == root  # cached
 
 
-def load_tool() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("make_synthetic_tool", REPO / "tools" / "make_synthetic.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_make_synthetic_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    make_synthetic_tool = load_tool()
+    make_synthetic_tool = load_tool("make_synthetic")
     out = tmp_path / "tool"
     assert make_synthetic_tool.main(["--out", str(out), "--images", "3", "--seed", "2", "--size", "64",
                                      "--objects", "1", "2", "--object-size", "8", "20"]) == 0
@@ -238,7 +230,7 @@ def test_make_synthetic_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_regression_make_synthetic_refuses_to_overwrite_other_data(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--out DIR overwrote an existing data set's classes.txt and split files without a word."""
-    tool = load_tool()
+    tool = load_tool("make_synthetic")
     args = ["--images", "2", "--seed", "2", "--size", "48", "--objects", "1", "2", "--object-size", "8", "16"]
     mine = tmp_path / "mine"
     (mine / "labelTxt").mkdir(parents=True)

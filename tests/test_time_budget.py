@@ -4,13 +4,14 @@ that keeps the chosen length."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 from test_train_engine import make_tiny_dataset, tiny_config
+from tool_loader import load_tool
 
 from bbavectors.checkpoint import load_checkpoint
 from bbavectors.engine.budget import plan_time_budget, process_start_time, validations_in
@@ -22,12 +23,8 @@ from bbavectors.engine.trainer import Trainer
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _train_tool():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("tool_train_budget", REPO / "tools" / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _train_tool() -> ModuleType:
+    return load_tool("train")
 
 
 # ------------------------------------------------------------------------------ the pure rule

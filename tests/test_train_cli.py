@@ -3,13 +3,12 @@ continues it, bad overrides and taken run names are clear errors, the default is
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from test_train_engine import make_tiny_dataset
+from tool_loader import load_tool as _load_tool
 
 from bbavectors.checkpoint import load_checkpoint
 from bbavectors.config import load_config
@@ -19,12 +18,6 @@ from bbavectors.engine.trainer import QUICK_CONFIG, build_train_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 train_tool = _load_tool("train")

@@ -4,13 +4,13 @@ split, last.pt before validation, stale temporaries, no empty run folders."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from test_train_engine import make_tiny_dataset, tiny_config
+from tool_loader import load_tool
 
 from bbavectors.checkpoint import load_checkpoint
 from bbavectors.engine import train_state
@@ -23,11 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_train_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tool_train_reg", REPO / "tools" / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("train")
 
 
 train_tool = _load_train_tool()

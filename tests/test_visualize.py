@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from tool_loader import load_tool
 
 from bbavectors.checkpoint import save_checkpoint
 from bbavectors.config import AugmentConfig, Config, DecodeConfig, save_config
@@ -25,12 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 PATCH = "P1478__1__853___962"
 
 
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_tool(name: str, argv: list[str]) -> str:
