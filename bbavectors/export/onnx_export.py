@@ -262,31 +262,15 @@ def _dynamic_shapes(dynamic: bool) -> dict[str, Any] | None:
 def _run_exporter(
     wrapper: ExportWrapper, example: Tensor, path: Path, opset: int, dynamic: bool, dynamo: bool
 ) -> None:
+    common: dict[str, Any] = dict(input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                                  opset_version=opset, dynamo=dynamo)
     if dynamo:
-        torch.onnx.export(
-            wrapper,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            opset_version=opset,
-            dynamo=True,
-            verbose=False,
-            external_data=False,
-            dynamic_shapes=_dynamic_shapes(dynamic),
-        )
+        torch.onnx.export(wrapper, (example,), str(path), verbose=False, external_data=False,
+                          dynamic_shapes=_dynamic_shapes(dynamic), **common)
     else:
         # TorchScript tracing freezes the shape arithmetic of the 32-padding: only batch is dynamic.
-        torch.onnx.export(
-            wrapper,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            opset_version=opset,
-            dynamo=False,
-            dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic else None,
-        )
+        axes = {n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic else None
+        torch.onnx.export(wrapper, (example,), str(path), dynamic_axes=axes, **common)
 
 
 def _graph_opset(model: Any) -> int:
