@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ __all__ = [
     "autocast_context",
     "unwrap_model",
     "configure_cpu_threads",
+    "cpu_model_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -120,3 +122,15 @@ def configure_cpu_threads(device: torch.device, threads: int | None = None) -> i
         threads = max(1, cores // max(1, local_world))
     torch.set_num_threads(threads)
     return threads
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for benchmark reports; the architecture elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

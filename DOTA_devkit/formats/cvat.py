@@ -56,7 +56,16 @@ from .common import (
     merged_index,
     record_malformed,
 )
-from .xml_io import FieldError, XmlError, accept_object, element_line, parse_xml_file, record_issue, write_xml
+from .xml_io import (
+    FieldError,
+    XmlError,
+    accept_object,
+    element_line,
+    parse_finite_float,
+    parse_xml_file,
+    record_issue,
+    write_xml,
+)
 
 __all__ = [
     "CVAT_SHAPES",
@@ -116,13 +125,7 @@ def _attr_float(elem: ET.Element, name: str, default: float | None = None) -> fl
         if default is not None:
             return default
         raise FieldError("missing-field", f"attribute {name!r} missing on <{elem.tag}>")
-    try:
-        value = float(text)
-    except ValueError:
-        raise FieldError("malformed", f"attribute {name}={text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise FieldError("non-finite", f"attribute {name}={text!r}")
-    return value
+    return parse_finite_float(text, f"attribute {name}")
 
 
 def _points(text: str | None) -> NDArray[np.float64]:

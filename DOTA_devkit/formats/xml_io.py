@@ -155,12 +155,17 @@ def child_float(elem: ET.Element, tag: str) -> float:
     text = child_text(elem, tag)
     if text is None:
         raise FieldError("missing-field", f"<{tag}> missing or empty in <{elem.tag}>")
+    return parse_finite_float(text, f"<{tag}>")
+
+
+def parse_finite_float(text: str, what: str) -> float:
+    """``float(text)``; FieldError ``malformed`` (not a number) or ``non-finite`` naming ``what``."""
     try:
         value = float(text)
     except ValueError:
-        raise FieldError("malformed", f"<{tag}> {text!r} is not a number") from None
+        raise FieldError("malformed", f"{what} {text!r} is not a number") from None
     if not math.isfinite(value):
-        raise FieldError("non-finite", f"<{tag}> is {text!r}")
+        raise FieldError("non-finite", f"{what} is {text!r}")
     return value
 
 

@@ -50,7 +50,7 @@ from ..checkpoint import load_checkpoint
 from ..data.dataset import list_images, read_split_file
 from ..data.image_io import read_image
 from ..inference.predictor import Detections, Predictor
-from ..runtime import cpu_has_bf16
+from ..runtime import cpu_has_bf16, cpu_model_name
 
 __all__ = [
     "DEFAULT_YOLO_MODELS",
@@ -265,17 +265,6 @@ def _timed_predictions(predict: Callable[[NDArray[np.uint8]], Detections], image
 
 
 # ------------------------------------------------------------------------------ environment
-def _cpu_name() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10).stdout
-        for line in lscpu.splitlines():
-            if line.strip().lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _package_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
@@ -288,7 +277,7 @@ def hardware_info(device: str, threads: int | None) -> HardwareInfo:
     gpu = None
     if device.startswith("cuda") and torch.cuda.is_available():
         gpu = torch.cuda.get_device_name(torch.device(device))
-    return HardwareInfo(cpu=_cpu_name(), cores=os.cpu_count() or 1,
+    return HardwareInfo(cpu=cpu_model_name(), cores=os.cpu_count() or 1,
                         threads=threads if threads is not None else torch.get_num_threads(),
                         bf16=cpu_has_bf16(), device=device, gpu=gpu, torch=torch.__version__,
                         ultralytics=_package_version("ultralytics"), python=platform.python_version())

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -72,7 +71,7 @@ from ..inference.scenes import (
     scene_to_tensor,
     scene_windows,
 )
-from ..runtime import resolve_device
+from ..runtime import cpu_model_name, resolve_device
 
 __all__ = [
     "InferBenchmarkSettings",
@@ -289,14 +288,7 @@ def hardware_description(device: torch.device) -> str:
     if device.type == "cuda":
         what = torch.cuda.get_device_name(device)
     else:
-        what = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-            what = names[0] if names else what
-        except OSError:
-            pass
-        what = f"CPU {what}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        what = f"CPU {cpu_model_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     return f"{what}; torch {torch.__version__}"
 
 

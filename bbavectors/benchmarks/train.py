@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -41,6 +40,7 @@ import torch
 
 from ..config import Config, apply_overrides
 from ..data.synthetic import SyntheticParams, ensure_dataset
+from ..runtime import cpu_model_name
 
 __all__ = [
     "TrainBenchmarkSettings",
@@ -92,13 +92,7 @@ def benchmark_dataset(root: str | Path | None, num_images: int, seed: int = 0) -
 
 def hardware_summary(device: torch.device) -> str:
     """GPU name (or CPU model), CPU count and library versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    cpu = cpu_model_name()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU (CPU run)"
     return (f"{gpu}; CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
             f"torch {torch.__version__}")
