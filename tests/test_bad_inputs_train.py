@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -23,11 +22,8 @@ from DOTA_devkit.classes import SYNTHETIC
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_train_tool() -> ModuleType:
-    return load_tool("train")
 
-
-train_tool = _load_train_tool()
+train_tool = load_tool("train")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -22,9 +21,6 @@ from bbavectors.engine.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _train_tool() -> ModuleType:
-    return load_tool("train")
 
 
 # ------------------------------------------------------------------------------ the pure rule
@@ -109,7 +105,7 @@ def test_cli_time_budget_ends_near_it_on_a_finished_schedule(tiny_root: Path, tm
             "none", "--lr", "2e-3", "--name", "b", "--runs-dir", str(tmp_path), "--quiet", "--threads", "1",
             "--time", str(budget_min), "--set", "train.val_every=2"]
     start = time.perf_counter()
-    assert _train_tool().main(args) == 0
+    assert load_tool("train").main(args) == 0
     wall = time.perf_counter() - start
     budget_s = 60 * budget_min
     assert 0.5 * budget_s < wall < 1.25 * budget_s + 2, wall

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from test_train_engine import make_tiny_dataset, tiny_config
@@ -22,11 +21,8 @@ from DOTA_devkit.classes import DOTA_V1_0, SYNTHETIC
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_train_tool() -> ModuleType:
-    return load_tool("train")
 
-
-train_tool = _load_train_tool()
+train_tool = load_tool("train")
 
 
 @pytest.fixture(scope="module")
