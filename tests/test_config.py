@@ -15,6 +15,7 @@ from bbavectors.config import (
     config_to_dict,
     load_config,
     save_config,
+    validate_config,
 )
 from bbavectors.models import REFERENCE_BACKBONES
 
@@ -78,3 +79,12 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
     assert config_from_dict(config_to_dict(cfg)) == cfg
     save_config(cfg, tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+@pytest.mark.parametrize("crop", [0, 100, 1024])
+def test_crop_size_outside_the_input_or_off_stride_is_rejected(crop: int) -> None:
+    cfg = Config()
+    cfg.data.input_size = 512
+    cfg.augment.crop_size = crop
+    with pytest.raises(ConfigError, match="augment.crop_size"):
+        validate_config(cfg)

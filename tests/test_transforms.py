@@ -281,3 +281,49 @@ def test_bad_config_is_rejected_clearly() -> None:
         augment_sample(img, np.zeros((0, 8)), np.zeros(0, np.int64), 32, only(hflip=2.0), rng)
     with pytest.raises(ValueError, match="difficult"):
         augment_sample(img, np.zeros((2, 8)), np.zeros(1, np.int64), 32, only(hflip=1.0), rng)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_crop_is_a_window_of_the_letterbox_at_the_same_scale(seed: int) -> None:
+    """crop_size alone: the output is a crop_size window of the letterboxed image, pixels and
+    polygons shifted by the same integer-free translation, objects at their evaluation scale."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(1, 256, (300, 500, 3), dtype=np.uint8)
+    poly = rotated_box(250, 150, 40, 20, 30)
+    crop = 128
+    out = augment_sample(img, poly[None], np.zeros(1, np.int64), SIZE, only(crop_size=crop), rng)
+    canvas, params = letterbox_image(img, SIZE)
+    assert out.image.shape == (crop, crop, 3)
+    assert out.letterbox == params
+    # Find the window: the translation is uniform, so look the crop up in the letterboxed canvas.
+    match = cv2.matchTemplate(canvas.astype(np.float32), out.image.astype(np.float32), cv2.TM_SQDIFF)
+    y, x = np.unravel_index(int(np.argmin(match)), match.shape)
+    # The sub-pixel part of the shift resamples the pixels; the offset is recovered to within 1 px.
+    if out.keep.size:
+        shifted = out.polygons[0].reshape(4, 2) + np.array([x, y])
+        np.testing.assert_allclose(shifted, (poly * params.scale).reshape(4, 2), atol=1.0)
+        # Same scale: the side lengths are those of the letterboxed object.
+        np.testing.assert_allclose(poly_to_obb(out.polygons)[0, 2:4],
+                                   poly_to_obb(poly[None] * params.scale)[0, 2:4], rtol=1e-6)
+
+
+def test_crop_with_other_augmentations_moves_image_and_polygon_together() -> None:
+    cfg = dataclasses.replace(SINGLE_AUGMENTATIONS["rotate"], crop_size=160)
+    rng = np.random.default_rng(3)
+    kept = 0
+    for _ in range(3):
+        for poly in OBJECTS:
+            img = object_image(poly, 300, 300)
+            out = augment_sample(img, poly[None], np.zeros(1, np.int64), SIZE, cfg, rng)
+            assert out.image.shape == (160, 160, 3)
+            inside = out.keep.size and (out.polygons >= 1).all() and (out.polygons <= 159).all()
+            if inside:  # wholly in the window: the white pixels are exactly the polygon
+                kept += 1
+                white = cv2.cvtColor(out.image, cv2.COLOR_RGB2GRAY) > 128
+                assert iou(white, raster(out.polygons[0], 160)) >= 0.9
+    assert kept >= 3
+
+
+def test_crop_at_least_the_input_size_changes_nothing() -> None:
+    assert is_identity(only(crop_size=SIZE), SIZE)
+    assert not is_identity(only(crop_size=SIZE - 32), SIZE)

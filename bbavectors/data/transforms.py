@@ -18,6 +18,11 @@ as 3x3 matrices acting on the letterboxed content rectangle ``[0, w s0] x [0, h 
    showing less than half of what the canvas could show (a corner of a turned image's bounding box)
    is redrawn, up to 10 times, then the content is centred.
 
+With ``crop_size = C`` (< ``S``) steps 1-4 are the same (objects keep the scale they have at
+inference, size ``S``) and step 5 places a ``C x C`` window instead: training sees a random part of
+the image at a fraction ``(C / S)^2`` of the cost, which pays when objects are small and the
+network's cost per pixel is what limits the budget.
+
 The product with the letterbox scale maps the *original* image straight to the output, so the
 image is resampled **once** (``cv2.warpAffine``, bilinear). When that map shrinks the image by more
 than :data:`PRERESIZE_BELOW` (e.g. a 1024 px patch into 608), the image is first reduced with
@@ -102,11 +107,15 @@ class AugmentedSample:
     letterbox: LetterboxParams  # the evaluation letterbox of the original image
 
 
-def is_identity(cfg: AugmentConfig) -> bool:
-    """True when ``cfg`` can change nothing: training then equals the evaluation letterbox."""
+def is_identity(cfg: AugmentConfig, size: int | None = None) -> bool:
+    """True when ``cfg`` can change nothing: training then equals the evaluation letterbox.
+
+    ``size``: the input side; a ``crop_size`` below it is a change (a random window).
+    """
     no_rotate = cfg.rotate <= 0 or cfg.rotate_range == 0
+    no_crop = cfg.crop_size is None or (size is not None and cfg.crop_size >= size)
     return (
-        cfg.hflip <= 0 and cfg.vflip <= 0 and cfg.rot90 <= 0 and no_rotate
+        no_crop and cfg.hflip <= 0 and cfg.vflip <= 0 and cfg.rot90 <= 0 and no_rotate
         and cfg.scale_min == 1.0 and cfg.scale_max == 1.0
         and cfg.color_jitter <= 0 and cfg.channel_shuffle <= 0
     )
@@ -357,7 +366,8 @@ def augment_sample(
         image: ``(H, W, 3)`` uint8 RGB, the decoded original.
         polygons: ``(N, 8)`` in original-image pixels.
         difficult: ``(N,)`` 0/1/2.
-        size: network input side ``S``.
+        size: network input side ``S`` (the scale); the output is ``S x S``, or
+            ``crop_size x crop_size`` when ``cfg.crop_size`` is set (a random window at that scale).
         cfg: augmentation settings; :func:`is_identity` settings give exactly the letterbox.
         rng: random source (one per worker process).
         min_visible: see :func:`clip_polygons`.
@@ -371,17 +381,19 @@ def augment_sample(
     h, w = image.shape[:2]
     params = letterbox_params(h, w, size)
     image_rect = np.array([0.0, 0.0, w, 0.0, w, h, 0.0, h])
-    if is_identity(cfg):
+    out_size = size if cfg.crop_size is None else min(int(cfg.crop_size), size)
+    if is_identity(cfg, size):
         canvas, lb_polys, params = letterbox_sample(image, polys, size)
         total = _linear(params.scale, 0, 0, params.scale)
     else:
-        geometry = sample_geometry(rng, cfg, w * params.scale, h * params.scale, size)
+        # Scaled as for the full input, cut to out_size: a crop keeps objects at their inference size.
+        geometry = sample_geometry(rng, cfg, w * params.scale, h * params.scale, out_size)
         total = geometry @ _linear(params.scale, 0, 0, params.scale)
         color = sample_color_matrix(rng, cfg, _mean_luma(image))
         source = image if color is None else apply_color_matrix(image, color)
-        canvas = warp_image(source, total, size)
+        canvas = warp_image(source, total, out_size)
         lb_polys = transform_points(polys, total)
-    region = _visible_region(transform_points(image_rect[None], total)[0], size)
+    region = _visible_region(transform_points(image_rect[None], total)[0], out_size)
     out, keep, mostly_cut = clip_polygons(lb_polys, region, min_visible=min_visible)
     new_diff = diff[keep].copy()
     new_diff[mostly_cut] = np.maximum(new_diff[mostly_cut], 1)
