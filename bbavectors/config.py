@@ -150,6 +150,9 @@ class LossConfig:
     cls_theta_weight: float = 1.0
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
+    #: Score the ``t, r, b, l`` vectors against the best of their 4 cyclic relabelings (the same box):
+    #: no contradictory targets where the labelling rule jumps (boxes near axis alignment).
+    cyclic_vectors: bool = False
 
 
 @dataclass

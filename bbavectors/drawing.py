@@ -38,6 +38,7 @@ __all__ = [
     "draw_label_file",
     "draw_detections",
     "put_label",
+    "side_by_side",
     "to_numpy",
 ]
 
@@ -221,3 +222,20 @@ def to_numpy(x: Any) -> NDArray[Any]:
     if hasattr(x, "detach"):
         return np.asarray(x.detach().cpu().numpy())
     return np.asarray(x)
+
+
+def side_by_side(left: NDArray[np.uint8], right: NDArray[np.uint8], captions: Sequence[str] = ("", ""),
+                 gap: int = 8, font_scale: float = 0.5) -> NDArray[np.uint8]:
+    """``left`` and ``right`` (``(H, W, 3)`` uint8 RGB, heights may differ) next to each other on a
+    white background with a ``gap``-px white column between them, each caption on a white band above
+    its picture. Returns ``(band + max(H), W_left + gap + W_right, 3)``."""
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    band = th + base + 8 if any(captions) else 0
+    h = band + max(left.shape[0], right.shape[0])
+    out = np.full((h, left.shape[1] + gap + right.shape[1], 3), 255, np.uint8)
+    for x, picture, caption in ((0, left, captions[0]), (left.shape[1] + gap, right, captions[1])):
+        out[band:band + picture.shape[0], x:x + picture.shape[1]] = _as_rgb_canvas(picture)
+        if caption:
+            cv2.putText(out, caption, (x + 2, band - base - 4), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+    return out

@@ -17,6 +17,13 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   object centres ``ind`` and the targets, over valid slots (``mask``): sum over objects and
   channels / (number of objects * channels), the number clamped to >= 1, so a batch without
   objects gives exactly 0 (no 0/0).
+  With ``cyclic_vectors``, the first 8 ``wh`` channels (``t, r, b, l``) are compared with the 4 cyclic
+  relabelings of the target (``r, b, l, t``, ...: the same four corners, so the same box after
+  decoding) and the smallest loss counts, per object. The labelling rule must jump somewhere (a
+  quarter turn maps a rectangle onto itself with its vectors relabelled); it jumps at axis
+  alignment, so near-horizontal thin boxes get targets that flip between two labelings under
+  label noise, and a network trained on both predicts their average (a diamond). The minimum
+  accepts either.
 * ``L_cls_theta``: binary cross-entropy with logits at the centres, mean over valid slots (same
   normalisation).
 
@@ -31,7 +38,14 @@ from torch import Tensor, nn
 
 from .config import LossConfig
 
-__all__ = ["BBAVLoss", "focal_loss_with_logits", "gather_at_centres", "masked_smooth_l1", "masked_bce"]
+__all__ = [
+    "BBAVLoss",
+    "focal_loss_with_logits",
+    "gather_at_centres",
+    "masked_smooth_l1",
+    "cyclic_vector_smooth_l1",
+    "masked_bce",
+]
 
 
 def focal_loss_with_logits(
@@ -94,6 +108,28 @@ def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return loss.sum() / count
 
 
+def cyclic_vector_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """:func:`masked_smooth_l1` of ``wh`` with the vectors scored against their best cyclic relabeling.
+
+    Args:
+        pred, target: ``(B, K, 10)``: ``t, r, b, l`` as ``(x, y)`` pairs, then the external ``w, h``;
+            mask: ``(B, K)`` bool.
+    Returns:
+        Scalar, normalised as :func:`masked_smooth_l1` (equal to it when the labeling already fits
+        best); exactly 0 when no slot is valid.
+    """
+    b, k, d = pred.shape
+    p, t = pred.float(), target.float()
+    vectors = t[..., :8].reshape(b, k, 4, 2)
+    # relabelings[..., s, :] = the target vectors shifted by s places: (B, K, 4, 8)
+    relabelings = torch.stack([vectors.roll(s, dims=2).reshape(b, k, 8) for s in range(4)], dim=2)
+    vec = F.smooth_l1_loss(p[..., None, :8].expand_as(relabelings), relabelings, reduction="none", beta=1.0)
+    ext = F.smooth_l1_loss(p[..., 8:], t[..., 8:], reduction="none", beta=1.0)
+    per_slot = vec.sum(-1).min(dim=-1).values + ext.sum(-1)
+    m = mask.float()
+    return (per_slot * m).sum() / (m.sum() * d).clamp_min(1.0)
+
+
 def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Binary cross-entropy with logits, mean over valid slots.
 
@@ -130,7 +166,8 @@ class BBAVLoss(nn.Module):
             "hm": focal_loss_with_logits(
                 outputs["hm"], targets["hm"], targets.get("hm_ignore"), cfg.focal_alpha, cfg.focal_beta
             ),
-            "wh": masked_smooth_l1(gather_at_centres(outputs["wh"], ind), targets["wh"], mask),
+            "wh": (cyclic_vector_smooth_l1 if cfg.cyclic_vectors else masked_smooth_l1)(
+                gather_at_centres(outputs["wh"], ind), targets["wh"], mask),
             "reg": masked_smooth_l1(gather_at_centres(outputs["reg"], ind), targets["reg"], mask),
             "cls_theta": masked_bce(gather_at_centres(outputs["cls_theta"], ind), targets["cls_theta"], mask),
         }

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from DOTA_devkit.labels import LabelReport, read_dota_label
+from DOTA_devkit.labels import LabelFile, LabelReport, read_dota_label
 
 from .data.image_io import ImageReadError, read_image, write_image
 from .drawing import (
@@ -33,6 +33,7 @@ from .drawing import (
     draw_polygons,
     fit_picture,
     put_label,
+    side_by_side,
     to_numpy,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "visualize_labels",
     "visualize_task1",
     "visualize_checkpoint",
+    "visualize_comparison",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,7 +105,8 @@ def augmentation_grid(
 
 
 # ------------------------------------------------------------------------------ folder helpers
-def _list_images(images_dir: str | Path) -> dict[str, Path]:
+def _list_images(images_dir: str | Path, image_ids: Sequence[str] | None = None) -> dict[str, Path]:
+    """The images of a folder (id -> path), restricted to ``image_ids`` (in their order) when given."""
     from .data.dataset import list_images
 
     if not Path(images_dir).is_dir():
@@ -111,7 +114,16 @@ def _list_images(images_dir: str | Path) -> dict[str, Path]:
     found = list_images(images_dir)
     if not found:
         raise FileNotFoundError(f"no images in {images_dir}")
-    return found
+    if image_ids is None:
+        return found
+    missing = [i for i in image_ids if i not in found]
+    if missing:
+        logger.warning("%d listed image id(s) have no image in %s and are skipped (e.g. %s)", len(missing),
+                       images_dir, missing[0])
+    chosen = {i: found[i] for i in image_ids if i in found}
+    if not chosen:
+        raise FileNotFoundError(f"none of the {len(image_ids)} listed image id(s) is in {images_dir}")
+    return chosen
 
 
 def _need_dir(folder: str | Path, what: str) -> Path:
@@ -144,29 +156,40 @@ def _read_or_skip(path: Path, skipped: list[str]) -> NDArray[np.uint8] | None:
         return None
 
 
-def visualize_labels(
-    images_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, classes: Sequence[str] | None = None,
-    show_labels: bool = True,
-) -> list[Path]:
-    """Draw each image's DOTA labelTxt (``<labels_dir>/<id>.txt``); ``classes`` None = the classes
-    found, sorted. Images without a label file are reported and skipped. Returns the written files."""
-    images = _list_images(images_dir)
-    labels_dir, out = _need_dir(labels_dir, "label folder"), _make_out_dir(out_dir)
+def _read_labels(
+    images: dict[str, Path], labels_dir: str | Path, classes: Sequence[str] | None
+) -> tuple[dict[str, LabelFile], list[str]]:
+    """Parsed label files of ``images`` (those without one are reported and left out) and the class
+    names to draw with (``classes``, or the classes found, sorted)."""
+    folder = _need_dir(labels_dir, "label folder")
     report = LabelReport()
-    parsed = {}
+    parsed: dict[str, LabelFile] = {}
     missing = []
     for image_id in images:
-        path = labels_dir / f"{image_id}.txt"
+        path = folder / f"{image_id}.txt"
         if not path.is_file():
             missing.append(image_id)
             continue
         parsed[image_id] = read_dota_label(path, classes=classes, report=report)
     if missing:
         logger.warning("%d image(s) have no label file in %s and are skipped (e.g. %s)", len(missing),
-                       labels_dir, missing[0])
+                       folder, missing[0])
     names = list(classes) if classes is not None else sorted(
         {o.class_name for lf in parsed.values() for o in lf.objects})
     logger.info("labels: %s", report.summary())
+    return parsed, names
+
+
+def visualize_labels(
+    images_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, classes: Sequence[str] | None = None,
+    show_labels: bool = True, image_ids: Sequence[str] | None = None,
+) -> list[Path]:
+    """Draw each image's DOTA labelTxt (``<labels_dir>/<id>.txt``); ``classes`` None = the classes
+    found, sorted. Images without a label file are reported and skipped; ``image_ids`` restricts the
+    images (e.g. a split file's). Returns the written files."""
+    images = _list_images(images_dir, image_ids)
+    parsed, names = _read_labels(images, labels_dir, classes)
+    out = _make_out_dir(out_dir)
     written: list[Path] = []
     skipped: list[str] = []
     for image_id, lf in tqdm(parsed.items(), desc="draw labels", disable=len(parsed) < 10):
@@ -180,20 +203,18 @@ def visualize_labels(
     return written
 
 
-def visualize_task1(
-    images_dir: str | Path, det_dir: str | Path, out_dir: str | Path, score_thresh: float = 0.3,
-    classes: Sequence[str] | None = None, show_labels: bool = True,
-) -> list[Path]:
-    """Draw Task1 detections (``Task1_<class>.txt``) on each image that has some above the threshold.
+_Task1Items = dict[str, list[tuple[NDArray[np.float64], float, int]]]
 
-    ``classes`` fixes colours and restricts the drawn classes (default: the classes of the files).
-    Detections of image ids without an image file are counted and logged."""
+
+def _task1_by_image(det_dir: str | Path, images: dict[str, Path], score_thresh: float,
+                    classes: Sequence[str] | None) -> tuple[_Task1Items, list[str]]:
+    """Task1 detections scoring >= ``score_thresh`` grouped by image (``[(polygon (8,), score, class
+    index)]``) and the class names (``classes``, or those of the files, sorted)."""
     from DOTA_devkit.task1 import read_task1_dir
 
-    images = _list_images(images_dir)
     dets = read_task1_dir(_need_dir(det_dir, "detection folder"))
     names = list(classes) if classes is not None else sorted(dets)
-    per_image: dict[str, list[tuple[NDArray[np.float64], float, int]]] = {}
+    per_image: _Task1Items = {}
     orphans = 0
     for ci, name in enumerate(names):
         cd = dets.get(name)
@@ -207,7 +228,28 @@ def visualize_task1(
                 continue
             per_image.setdefault(image_id, []).append((np.asarray(poly, np.float64), float(score), ci))
     if orphans:
-        logger.warning("%d detection(s) name images that are not in %s", orphans, images_dir)
+        logger.warning("%d detection(s) name images that are not among the chosen images", orphans)
+    return per_image, names
+
+
+def _draw_task1(image: NDArray[np.uint8], items: list[tuple[NDArray[np.float64], float, int]],
+                names: Sequence[str], show_labels: bool) -> NDArray[np.uint8]:
+    polys = np.stack([p for p, _, _ in items]) if items else np.zeros((0, 8))
+    return draw_polygons(image, polys, [c for _, _, c in items], [s for _, s, _ in items], names,
+                         show_labels=show_labels)
+
+
+def visualize_task1(
+    images_dir: str | Path, det_dir: str | Path, out_dir: str | Path, score_thresh: float = 0.3,
+    classes: Sequence[str] | None = None, show_labels: bool = True, image_ids: Sequence[str] | None = None,
+) -> list[Path]:
+    """Draw Task1 detections (``Task1_<class>.txt``) on each image that has some above the threshold.
+
+    ``classes`` fixes colours and restricts the drawn classes (default: the classes of the files).
+    Detections of image ids without an image file are counted and logged; ``image_ids`` restricts
+    the images."""
+    images = _list_images(images_dir, image_ids)
+    per_image, names = _task1_by_image(det_dir, images, score_thresh, classes)
     out = _make_out_dir(out_dir)
     written: list[Path] = []
     skipped: list[str] = []
@@ -216,11 +258,8 @@ def visualize_task1(
         image = _read_or_skip(images[image_id], skipped)
         if image is None:
             continue
-        polys = np.stack([p for p, _, _ in items])
-        picture = draw_polygons(image, polys, [c for _, _, c in items], [s for _, s, _ in items], names,
-                                show_labels=show_labels)
         target = out / f"{image_id}.png"
-        write_image(target, picture)
+        write_image(target, _draw_task1(image, items, names, show_labels))
         written.append(target)
     _report_skipped(skipped)
     return written
@@ -229,6 +268,7 @@ def visualize_task1(
 def visualize_checkpoint(
     images_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, score_thresh: float = 0.3,
     device: str = "cpu", input_size: int | None = None, show_labels: bool = True,
+    image_ids: Sequence[str] | None = None,
 ) -> list[Path]:
     """Draw a checkpoint's predictions (:class:`~bbavectors.inference.predictor.Predictor`: letterbox,
     model, decode with NMS, original pixels); only detections scoring above ``score_thresh``.
@@ -239,20 +279,75 @@ def visualize_checkpoint(
     """
     from .inference.predictor import Predictor
 
-    images = _list_images(images_dir)
+    images = _list_images(images_dir, image_ids)
     predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=1, score_thresh=score_thresh)
     if input_size is not None:
         predictor.cfg.data.input_size = int(input_size)
     out = _make_out_dir(out_dir)
     written: list[Path] = []
     skipped: list[str] = []
-    for image_id, path in tqdm(sorted(images.items()), desc="predict", disable=len(images) < 10):
+    for image_id, path in tqdm(images.items(), desc="predict", disable=len(images) < 10):
         image = _read_or_skip(path, skipped)
         if image is None:
             continue
         det = predictor.predict_images([image])[0]
         target = out / f"{image_id}.png"
         write_image(target, draw_detections(image, det, predictor.classes, show_labels=show_labels))
+        written.append(target)
+    _report_skipped(skipped)
+    return written
+
+
+def visualize_comparison(
+    images_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, *, det_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None, score_thresh: float = 0.3, device: str = "cpu",
+    classes: Sequence[str] | None = None, show_labels: bool = True, image_ids: Sequence[str] | None = None,
+) -> list[Path]:
+    """Ground truth (left) beside predictions (right), one PNG per image that has a label file.
+
+    The predictions are Task1 detections (``det_dir``) or a checkpoint's (``checkpoint``, through the
+    :class:`~bbavectors.inference.predictor.Predictor`), scoring >= ``score_thresh``; each half is
+    captioned with its box count. ``classes``: names and colours (default: the checkpoint's, else
+    the classes found).
+
+    Raises:
+        ValueError: not exactly one of ``det_dir`` and ``checkpoint``.
+        CheckpointLoadError, FileNotFoundError: as :func:`visualize_checkpoint` / :func:`visualize_labels`.
+    """
+    if (det_dir is None) == (checkpoint is None):
+        raise ValueError("compare ground truth with exactly one of det_dir or checkpoint")
+    images = _list_images(images_dir, image_ids)
+    predict: Any
+    if checkpoint is not None:
+        from .inference.predictor import Predictor
+
+        predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=1,
+                                              score_thresh=score_thresh)
+        classes = list(predictor.classes) if classes is None else classes
+    parsed, names = _read_labels(images, labels_dir, classes)
+    if checkpoint is not None:
+        def predict(image_id: str, image: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
+            det = predictor.predict_images([image])[0]
+            return draw_detections(image, det, names, show_labels=show_labels), len(to_numpy(det["scores"]))
+    else:
+        per_image, names = _task1_by_image(det_dir, images, score_thresh, names)  # type: ignore[arg-type]
+
+        def predict(image_id: str, image: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
+            items = per_image.get(image_id, [])
+            return _draw_task1(image, items, names, show_labels), len(items)
+    out = _make_out_dir(out_dir)
+    written: list[Path] = []
+    skipped: list[str] = []
+    for image_id, lf in tqdm(parsed.items(), desc="compare", disable=len(parsed) < 10):
+        image = _read_or_skip(images[image_id], skipped)
+        if image is None:
+            continue
+        truth = draw_label_file(image, lf, names, show_labels=show_labels)
+        predicted, count = predict(image_id, image)
+        captions = (f"{image_id}: ground truth ({len(lf.objects)})",
+                    f"predictions >= {score_thresh:g} ({count})")
+        target = out / f"{image_id}.png"
+        write_image(target, side_by_side(truth, predicted, captions))
         written.append(target)
     _report_skipped(skipped)
     return written

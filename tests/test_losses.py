@@ -13,6 +13,7 @@ import torch
 from bbavectors.config import LossConfig, TargetConfig
 from bbavectors.losses import (
     BBAVLoss,
+    cyclic_vector_smooth_l1,
     focal_loss_with_logits,
     gather_at_centres,
     masked_bce,
@@ -200,3 +201,48 @@ def test_bbavloss_bf16_outputs_computed_in_float32() -> None:
     total16, parts = BBAVLoss(LossConfig())({k: (v + 0.1).bfloat16() for k, v in out.items()}, t)
     assert total16.dtype == torch.float32 and all(p.dtype == torch.float32 for p in parts.values())
     assert total16.item() == pytest.approx(float(total32), rel=0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# cyclic_vectors: the t, r, b, l labelling may be any cyclic shift of the target's
+# ----------------------------------------------------------------------------------------------
+def _wh_target() -> torch.Tensor:
+    """One object: t = (0, -2), r = (5, 0), b = (0, 2), l = (-5, 0); external w, h = 10, 4."""
+    return torch.tensor([[[0.0, -2.0, 5.0, 0.0, 0.0, 2.0, -5.0, 0.0, 10.0, 4.0]]])
+
+
+def test_cyclic_vectors_accept_every_relabeling_of_the_same_box() -> None:
+    target, mask = _wh_target(), torch.tensor([[True]])
+    vec = target[..., :8].reshape(1, 1, 4, 2)
+    for s in range(4):
+        shifted = torch.cat([vec.roll(s, dims=2).reshape(1, 1, 8), target[..., 8:]], dim=-1)
+        assert float(cyclic_vector_smooth_l1(shifted, target, mask)) == 0.0
+        if s:  # the plain loss calls the same box wrong
+            assert float(masked_smooth_l1(shifted, target, mask)) > 1.0
+
+
+def test_cyclic_vectors_hand_derived_value_and_plain_loss_when_labelling_fits() -> None:
+    target, mask = _wh_target(), torch.tensor([[True]])
+    pred = target.clone()
+    pred[0, 0, 2] = 5.5  # r.x off by 0.5: 0.125
+    pred[0, 0, 9] = 7.0  # external h off by 3: 2.5
+    assert float(cyclic_vector_smooth_l1(pred, target, mask)) == pytest.approx((0.125 + 2.5) / 10)
+    assert float(cyclic_vector_smooth_l1(pred, target, mask)) == pytest.approx(
+        float(masked_smooth_l1(pred, target, mask)))
+    # A half-way labelling (vectors turned 45 degrees: the "diamond") is wrong for every shift.
+    c, s = math.cos(math.pi / 4), math.sin(math.pi / 4)
+    turned = target[..., :8].reshape(4, 2) @ torch.tensor([[c, s], [-s, c]])
+    diamond = torch.cat([turned.reshape(1, 1, 8), target[..., 8:]], dim=-1)
+    assert float(cyclic_vector_smooth_l1(diamond, target, mask)) > 0.5
+
+
+def test_cyclic_vectors_zero_without_objects_and_in_bbavloss() -> None:
+    pred = torch.randn(2, 3, 10, requires_grad=True)
+    loss = cyclic_vector_smooth_l1(pred, torch.randn(2, 3, 10), torch.zeros(2, 3, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(pred.grad, torch.zeros_like(pred))
+    t, out = _targets_and_outputs()
+    noisy = {k: v + 0.25 for k, v in out.items()}
+    plain = BBAVLoss(LossConfig())(noisy, t)[1]["wh"]
+    cyclic = BBAVLoss(LossConfig(cyclic_vectors=True))(noisy, t)[1]["wh"]
+    assert float(cyclic) == pytest.approx(float(plain), rel=1e-6)  # a uniform offset: shift 0 fits best

@@ -134,6 +134,36 @@ def test_draw_task1_detections(tmp_path: Path) -> None:
     assert colour_fraction(picture, plane[1], colors[0]) < 0.3  # below the score threshold
 
 
+def test_ground_truth_beside_task1_predictions_with_split_and_limit(tmp_path: Path) -> None:
+    from DOTA_devkit.task1 import ClassDetections, write_task1_dir
+
+    images, labels = tmp_path / "images", tmp_path / "labelTxt"
+    images.mkdir()
+    labels.mkdir()
+    truth = np.array([10, 10, 50, 10, 50, 40, 10, 40.0])
+    predicted = np.array([60, 20, 100, 20, 100, 80, 60, 80.0])
+    for name in ("a", "b", "c"):
+        write_image(images / f"{name}.png", np.full((90, 120, 3), 60, np.uint8))
+        (labels / f"{name}.txt").write_text(" ".join(f"{v:g}" for v in truth) + " ship 0\n")
+    write_task1_dir(tmp_path / "task1", {"ship": ClassDetections(["c", "b"], np.array([0.9, 0.8]),
+                                                                    np.stack([predicted, predicted]))}, ["ship"])
+    split = tmp_path / "val.txt"
+    split.write_text("c\nb\na\n")
+    out = tmp_path / "compare"
+    text = run_tool("visualize", ["--images", str(images), "--labels", str(labels), "--det-dir",
+                                  str(tmp_path / "task1"), "--split", str(split), "--limit", "2",
+                                  "--out", str(out), "--classes", "ship"])
+    assert "wrote 2 picture" in text
+    assert sorted(p.name for p in out.iterdir()) == ["b.png", "c.png"]  # the split's first two
+    picture = read_image(out / "c.png")
+    assert picture.shape[1] == 2 * 120 + 8 and picture.shape[0] > 90  # two halves, a caption band
+    band = picture.shape[0] - 90
+    left, right = picture[band:, :120], picture[band:, 128:]
+    colour = class_colors(1)[0]
+    assert colour_fraction(left, truth, colour) >= 0.9 and colour_fraction(left, predicted, colour) < 0.3
+    assert colour_fraction(right, predicted, colour) >= 0.9 and colour_fraction(right, truth, colour) < 0.3
+
+
 # ------------------------------------------------------------------------------ checkpoint output
 def test_draw_checkpoint_predictions(tmp_path: Path) -> None:
     cfg = Config()

@@ -6,12 +6,18 @@ Examples::
     python tools/visualize.py --images DATA/images --labels DATA/labelTxt --out pics/gt
     python tools/visualize.py --images DATA/images --det-dir results/task1 --out pics/det --score-thresh 0.3
     python tools/visualize.py --images DATA/images --checkpoint runs/x/best.pt --out pics/pred
+    python tools/visualize.py --images DATA/images --labels DATA/labelTxt --checkpoint runs/x/last.pt \
+        --split splits/val.txt --limit 10 --out pics/val     # ground truth beside predictions
     python tools/visualize.py --images DATA/images --labels DATA/labelTxt --out pics --grid 16 \\
         --config configs/dota_resnet18.yaml
 
 ``--grid N`` writes only ``<out>/augmentation_grid.png``: N samples of the data set in ``--images``'
 parent folder (labels from ``--labels``, default ``labelTxt/`` beside the images) with the config's
 augmentations (``--config``, default config when absent) and their boxes.
+
+``--labels`` with ``--det-dir`` or ``--checkpoint`` writes one picture per image: ground truth on the
+left, predictions on the right. ``--split FILE`` draws only the images listed there (in its order),
+``--limit N`` only the first N.
 """
 
 from __future__ import annotations
@@ -23,20 +29,30 @@ from pathlib import Path
 
 from bbavectors.checkpoint import CheckpointLoadError
 from bbavectors.config import load_config
+from bbavectors.data.dataset import read_split_file
 from bbavectors.data.image_io import ImageReadError, write_image
 from bbavectors.inference.errors import one_line
-from bbavectors.visualize import augmentation_grid, visualize_checkpoint, visualize_labels, visualize_task1
+from bbavectors.visualize import (
+    augmentation_grid,
+    visualize_checkpoint,
+    visualize_comparison,
+    visualize_labels,
+    visualize_task1,
+)
 from DOTA_devkit.classes import load_class_list
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--labels", help="folder of DOTA labelTxt files (ground truth; with --det-dir or "
+                   "--checkpoint: drawn beside the predictions)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--labels", help="folder of DOTA labelTxt files (ground truth)")
     src.add_argument("--det-dir", help="folder of Task1_<class>.txt detection files")
     src.add_argument("--checkpoint", help="training checkpoint: draw its predictions")
     p.add_argument("--out", required=True, help="output folder for the PNGs")
+    p.add_argument("--split", default=None, help="split file: draw only these image ids, in its order")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="draw only the first N images")
     p.add_argument("--score-thresh", type=float, default=0.3, help="detections below are not drawn (0.3)")
     p.add_argument("--classes", nargs="+", default=None,
                    help="class list: a name (dota1.0, synthetic...), a class file, or class names")
@@ -49,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not (args.labels or args.det_dir or args.checkpoint or args.grid):
         p.error("give one of --labels, --det-dir, --checkpoint, or --grid N")
+    if args.limit is not None and args.limit < 1:
+        p.error(f"--limit must be >= 1, got {args.limit}")
     return args
 
 
@@ -95,17 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def chosen_ids(args: argparse.Namespace) -> list[str] | None:
+    """Image ids from --split / --limit (None: every image of the folder)."""
+    if args.split is None and args.limit is None:
+        return None
+    if args.split is not None:
+        ids = read_split_file(args.split)
+    else:
+        from bbavectors.data.dataset import list_images
+
+        ids = sorted(list_images(args.images)) if Path(args.images).is_dir() else []
+    return ids[:args.limit] if args.limit is not None else ids
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     classes = resolve_classes(args.classes)
     written: list[Path] = []
     labels = not args.no_labels
-    if args.labels and not args.grid:
-        written = visualize_labels(args.images, args.labels, args.out, classes, labels)
+    ids = chosen_ids(args)
+    if args.labels and (args.det_dir or args.checkpoint):
+        written = visualize_comparison(args.images, args.labels, args.out, det_dir=args.det_dir,
+                                       checkpoint=args.checkpoint, score_thresh=args.score_thresh,
+                                       device=args.device, classes=classes, show_labels=labels, image_ids=ids)
+    elif args.labels and not args.grid:
+        written = visualize_labels(args.images, args.labels, args.out, classes, labels, image_ids=ids)
     elif args.det_dir:
-        written = visualize_task1(args.images, args.det_dir, args.out, args.score_thresh, classes, labels)
+        written = visualize_task1(args.images, args.det_dir, args.out, args.score_thresh, classes, labels,
+                                  image_ids=ids)
     elif args.checkpoint:
         written = visualize_checkpoint(args.images, args.checkpoint, args.out, args.score_thresh, args.device,
-                                       show_labels=labels)
+                                       show_labels=labels, image_ids=ids)
     if args.grid:
         written.append(write_grid(args, classes))
     return written
