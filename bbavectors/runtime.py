@@ -28,6 +28,7 @@ __all__ = [
     "unwrap_model",
     "configure_cpu_threads",
     "cpu_model_name",
+    "usable_cores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,16 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return getattr(inner, "_orig_mod", inner)  # type: ignore[no-any-return]
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; all cores where there is none).
+
+    (``bbavectors.export.onnx_runner`` has its own copy: it must not import torch.)"""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def configure_cpu_threads(device: torch.device, threads: int | None = None) -> int:
     """Set torch's intra-op threads for CPU work; returns the number set.
 
@@ -114,10 +125,7 @@ def configure_cpu_threads(device: torch.device, threads: int | None = None) -> i
     if threads is None:
         if device.type != "cpu":
             return torch.get_num_threads()
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
+        cores = usable_cores()
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
         threads = max(1, cores // max(1, local_world))
     torch.set_num_threads(threads)

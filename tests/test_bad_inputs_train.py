@@ -166,3 +166,19 @@ def test_regression_disk_full_while_saving_is_one_line(root: Path, tmp_path: Pat
     _main_error(capsys, _args(root, tmp_path / "runs", "--set", "train.val_every=5"), "last.pt",
                 "disk is full")
     assert not list((tmp_path / "runs" / "r").glob(".*.tmp"))  # the partial file is removed
+
+
+def test_regression_unreadable_training_images_are_counted_in_the_summary(
+        root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Replacements happen in loader workers; the summary must still count them (it said nothing)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    first = (data / "trainval.txt").read_text().split()[0]
+    image = next((data / "images").glob(f"{first}.*"))
+    image.write_bytes(image.read_bytes()[:40])  # truncated: unreadable
+    rc = train_tool.main(_args(data, tmp_path / "runs", "--workers", "2"))
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "WARNING 1 training sample(s) replaced (unreadable images)" in out, out

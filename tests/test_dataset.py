@@ -340,3 +340,16 @@ def test_synthetic_classes_round_trip(tmp_path: Path) -> None:
     ds = DotaDataset(root, "trainval", input_size=96)
     assert ds.classes == SYNTHETIC and not ds.label_report.issues
     assert sum(ds.class_counts().values()) == ds.label_report.objects > 0
+
+
+def test_regression_replaced_samples_are_counted_across_loader_workers(small_root: Path) -> None:
+    """Replacements happen in worker processes: their per-process counters never reached the main
+    process, so a run could not report how many samples stood in for unreadable images."""
+    (small_root / "images" / "b.png").write_bytes(b"")
+    (small_root / "images" / "c.png").write_bytes(b"")
+    ds = DotaDataset(small_root, None, CLASSES, input_size=64, replace_unreadable=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_samples)
+    batches = list(loader)
+    assert sum(b["num_replaced"] for b in batches) == 2  # samples 1 (b) and 2 (c) were replaced
+    assert ds.num_replaced == 0  # the main process's own counter saw none of it
+    assert [i for b in batches for i in b["image_ids"]] == ["a", "a", "a"]

@@ -4,7 +4,7 @@ docs/inference.md).
 Subcommands::
 
     # training: model-only step vs the full loop (PNG files -> loader -> device targets), per trunk
-    python tools/benchmark.py train --backbones resnet18 resnet101 --batch-size 16 --workers 8
+    python tools/benchmark.py train --backbones resnet18 resnet101 --batch-size 16
     python tools/benchmark.py train --device cpu --input-size 128 --batch-size 2 --steps 3   # smoke test
 
     # target encoding on one CPU core vs the original's per-object loop
@@ -51,7 +51,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--head-width", type=int, default=d.head_width)
     p.add_argument("--input-size", type=int, default=d.input_size)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--workers", type=int, default=d.workers, help="loader worker processes")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="loader worker processes (default: the usable cores, at most 8)")
     p.add_argument("--steps", type=int, default=d.steps, help="steps per timed window")
     p.add_argument("--windows", type=int, default=d.windows, help="timed windows (the median is reported)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first")

@@ -122,6 +122,8 @@ def print_summary(result: TrainResult, run_dir: Path) -> None:
         line += (f" (time budget {b['budget_s']:.0f} s: {b['used_s']:.0f} s used, {b['total_steps']} steps "
                  f"planned)")
     line += f"; non-finite steps skipped: {result.nonfinite_skipped}"
+    if result.replaced_samples > 0:
+        line += f"; WARNING {result.replaced_samples} training sample(s) replaced (unreadable images)"
     if result.skipped_label_share > 0:
         line += f"; WARNING {100 * result.skipped_label_share:.0f}% of the label lines skipped"
     print(line + f"; run folder: {run_dir}")

@@ -40,7 +40,7 @@ import torch
 
 from ..config import Config, apply_overrides
 from ..data.synthetic import SyntheticParams, ensure_dataset
-from ..runtime import cpu_model_name
+from ..runtime import cpu_model_name, usable_cores
 
 __all__ = [
     "TrainBenchmarkSettings",
@@ -66,7 +66,8 @@ class TrainBenchmarkSettings:
     head_width: int = 64
     input_size: int = 608
     batch_size: int = 16
-    workers: int = 8
+    #: Loader processes: one per usable core, at most 8 (more than the cores only slows a small CPU).
+    workers: int = field(default_factory=lambda: min(8, usable_cores()))
     steps: int = 20
     windows: int = 5
     warmup: int = 10

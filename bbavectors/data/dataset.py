@@ -22,7 +22,9 @@ instead (at most ``max_retries`` further tries, then a ``RuntimeError`` naming t
 such replacement is logged and counted in :attr:`DotaDataset.num_replaced`, so one corrupt file never
 kills a long training run yet never goes unnoticed. An evaluation reader never replaces: a
 replaced image would be scored against another image's labels. The counts are per process (each
-loader worker keeps its own; the warnings reach the log from every worker).
+loader worker keeps its own; the warnings reach the log from every worker); each training sample
+also says whether it is a replacement (``replaced``), so the batch carries the count to the main
+process (``num_replaced`` of :func:`collate_samples`) and the trainer reports the run's total.
 """
 
 from __future__ import annotations
@@ -268,6 +270,7 @@ class DotaDataset(Dataset[dict[str, Any]]):
                 logger.warning("skipped unreadable image (%d so far in this process): %s",
                                self.num_unreadable, e)
                 continue
+            sample["replaced"] = bool(attempt)
             if attempt:
                 self.num_replaced += 1
                 logger.warning("training sample %s replaced by %s: its image is unreadable "
@@ -311,7 +314,8 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns:
         ``images`` uint8 ``(B, 3, S, S)``; ``polygons`` / ``classes`` / ``difficult``: lists of B
         tensors (objects per image vary); ``image_ids`` list[str]; ``orig_sizes`` list of
-        ``(h, w)``; ``letterbox`` float32 ``(B, 3)``.
+        ``(h, w)``; ``letterbox`` float32 ``(B, 3)``; ``num_replaced``: samples standing in for an
+        unreadable image.
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -324,4 +328,5 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "image_ids": [s["image_id"] for s in samples],
         "orig_sizes": [tuple(s["orig_size"]) for s in samples],
         "letterbox": torch.stack([s["letterbox"] for s in samples]),
+        "num_replaced": sum(bool(s.get("replaced", False)) for s in samples),
     }

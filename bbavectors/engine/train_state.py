@@ -64,6 +64,8 @@ class TrainResult:
     budget: dict[str, Any] | None = None
     #: Share of the training split's label lines that were skipped.
     skipped_label_share: float = 0.0
+    #: Training samples replaced by another because their image was unreadable (this process's run).
+    replaced_samples: int = 0
 
 
 @dataclass

@@ -144,6 +144,8 @@ class Trainer:
         self.best_epoch: int | None = None
         self.last_validation: Any = None
         self.history: list[dict[str, float]] = []
+        #: Training samples that stood in for an unreadable image (summed over loader workers).
+        self.replaced_samples = 0
         self.data_root = resolve_data_root(cfg)
         self.classes = resolve_classes(cfg.data.classes, self.data_root)
         self.skipped_label_share = self._build_data()
@@ -262,7 +264,8 @@ class Trainer:
             self.metrics.close()
         return TrainResult(self.run_dir, self.epoch, self.step, self.best_map07, self.best_epoch,
                            self.last_validation, self.nonfinite_total, time.perf_counter() - start,
-                           list(self.history), self.budget.summary(), self.skipped_label_share)
+                           list(self.history), self.budget.summary(), self.skipped_label_share,
+                           self.replaced_samples)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training loader (or up to the planned last step); the epoch's mean loss
@@ -275,6 +278,7 @@ class Trainer:
                    dynamic_ncols=True)
         for batch in bar:
             values = self.train_step(batch)
+            self.replaced_samples += int(batch.get("num_replaced", 0))
             images = len(batch["image_ids"]) * self.dist.world_size
             epoch_meter.add(values, images)
             log_meter.add(values, images)
@@ -292,7 +296,8 @@ class Trainer:
         bar.close()
         stats = {**epoch_meter.means(), "lr": self.optimizer.param_groups[0]["lr"],
                  "images_per_s": epoch_meter.images_per_second(), "seconds": epoch_meter.seconds(),
-                 "nonfinite_total": float(self.nonfinite_total)}
+                 "nonfinite_total": float(self.nonfinite_total),
+                 "replaced_samples": float(self.replaced_samples)}
         if self.dist.is_main:
             logger.info("epoch %d: loss %.4f (%s), lr %.3g, %.1f images/s, %.0f s", epoch + 1,
                         stats.get("loss", math.nan), ", ".join(f"{k} {stats.get(k, math.nan):.3f}"
