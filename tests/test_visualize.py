@@ -145,8 +145,8 @@ def test_ground_truth_beside_task1_predictions_with_split_and_limit(tmp_path: Pa
     for name in ("a", "b", "c"):
         write_image(images / f"{name}.png", np.full((90, 120, 3), 60, np.uint8))
         (labels / f"{name}.txt").write_text(" ".join(f"{v:g}" for v in truth) + " ship 0\n")
-    write_task1_dir(tmp_path / "task1", {"ship": ClassDetections(["c", "b"], np.array([0.9, 0.8]),
-                                                                    np.stack([predicted, predicted]))}, ["ship"])
+    dets = ClassDetections(["c", "b"], np.array([0.9, 0.8]), np.stack([predicted, predicted]))
+    write_task1_dir(tmp_path / "task1", {"ship": dets}, ["ship"])
     split = tmp_path / "val.txt"
     split.write_text("c\nb\na\n")
     out = tmp_path / "compare"
