@@ -118,7 +118,8 @@ class AugmentConfig:
     channel_shuffle: float = 0.0
     #: Train on random ``crop_size`` x ``crop_size`` windows cut from the image scaled as for
     #: ``data.input_size`` (objects keep the size they have at inference) instead of the whole
-    #: canvas; a multiple of 32, at most ``data.input_size``. None: the whole canvas.
+    #: canvas; a multiple of 32. None, or a value >= ``data.input_size``: the whole canvas (so a
+    #: smaller ``--input-size`` on the command line needs no second change).
     crop_size: int | None = None
 
 
@@ -309,9 +310,8 @@ def validate_config(cfg: Config) -> Config:
            f"data.input_size must be a positive multiple of 32, got {d.input_size}")
     _check(d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")
     crop = cfg.augment.crop_size
-    _check(crop is None or (0 < crop <= d.input_size and crop % 32 == 0),
-           f"augment.crop_size must be a multiple of 32 in (0, data.input_size = {d.input_size}] "
-           f"or null, got {crop}")
+    _check(crop is None or (crop > 0 and crop % 32 == 0),
+           f"augment.crop_size must be a positive multiple of 32 or null, got {crop}")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.base_batch_size >= 1, f"train.base_batch_size must be >= 1, got {t.base_batch_size}")

@@ -327,3 +327,10 @@ def test_crop_with_other_augmentations_moves_image_and_polygon_together() -> Non
 def test_crop_at_least_the_input_size_changes_nothing() -> None:
     assert is_identity(only(crop_size=SIZE), SIZE)
     assert not is_identity(only(crop_size=SIZE - 32), SIZE)
+
+
+def test_crop_larger_than_the_input_gives_the_whole_canvas() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    out = augment_sample(img, np.zeros((0, 8)), np.zeros(0, np.int64), SIZE, only(crop_size=2 * SIZE), rng)
+    np.testing.assert_array_equal(out.image, letterbox_image(img, SIZE)[0])
