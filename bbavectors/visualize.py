@@ -14,7 +14,7 @@ Unreadable images are logged, counted and skipped; a missing folder is a ``FileN
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,26 @@ def _read_or_skip(path: Path, skipped: list[str]) -> NDArray[np.uint8] | None:
         return None
 
 
+def _write_pictures(
+    images: dict[str, Path], image_ids: Sequence[str], out_dir: str | Path, desc: str,
+    draw: Callable[[str, NDArray[np.uint8]], NDArray[np.uint8]],
+) -> list[Path]:
+    """``<out_dir>/<id>.png`` = ``draw(id, image)`` for each id (unreadable images logged, counted and
+    skipped); returns the written files."""
+    out = _make_out_dir(out_dir)
+    written: list[Path] = []
+    skipped: list[str] = []
+    for image_id in tqdm(image_ids, desc=desc, disable=len(image_ids) < 10):
+        image = _read_or_skip(images[image_id], skipped)
+        if image is None:
+            continue
+        target = out / f"{image_id}.png"
+        write_image(target, draw(image_id, image))
+        written.append(target)
+    _report_skipped(skipped)
+    return written
+
+
 def _read_labels(
     images: dict[str, Path], labels_dir: str | Path, classes: Sequence[str] | None
 ) -> tuple[dict[str, LabelFile], list[str]]:
@@ -189,18 +209,9 @@ def visualize_labels(
     images (e.g. a split file's). Returns the written files."""
     images = _list_images(images_dir, image_ids)
     parsed, names = _read_labels(images, labels_dir, classes)
-    out = _make_out_dir(out_dir)
-    written: list[Path] = []
-    skipped: list[str] = []
-    for image_id, lf in tqdm(parsed.items(), desc="draw labels", disable=len(parsed) < 10):
-        image = _read_or_skip(images[image_id], skipped)
-        if image is None:
-            continue
-        target = out / f"{image_id}.png"
-        write_image(target, draw_label_file(image, lf, names, show_labels=show_labels))
-        written.append(target)
-    _report_skipped(skipped)
-    return written
+    return _write_pictures(
+        images, list(parsed), out_dir, "draw labels",
+        lambda image_id, image: draw_label_file(image, parsed[image_id], names, show_labels=show_labels))
 
 
 _Task1Items = dict[str, list[tuple[NDArray[np.float64], float, int]]]
@@ -250,19 +261,9 @@ def visualize_task1(
     the images."""
     images = _list_images(images_dir, image_ids)
     per_image, names = _task1_by_image(det_dir, images, score_thresh, classes)
-    out = _make_out_dir(out_dir)
-    written: list[Path] = []
-    skipped: list[str] = []
-    for image_id, items in tqdm(sorted(per_image.items()), desc="draw detections",
-                                disable=len(per_image) < 10):
-        image = _read_or_skip(images[image_id], skipped)
-        if image is None:
-            continue
-        target = out / f"{image_id}.png"
-        write_image(target, _draw_task1(image, items, names, show_labels))
-        written.append(target)
-    _report_skipped(skipped)
-    return written
+    return _write_pictures(
+        images, sorted(per_image), out_dir, "draw detections",
+        lambda image_id, image: _draw_task1(image, per_image[image_id], names, show_labels))
 
 
 def visualize_checkpoint(
@@ -283,19 +284,11 @@ def visualize_checkpoint(
     predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=1, score_thresh=score_thresh)
     if input_size is not None:
         predictor.cfg.data.input_size = int(input_size)
-    out = _make_out_dir(out_dir)
-    written: list[Path] = []
-    skipped: list[str] = []
-    for image_id, path in tqdm(images.items(), desc="predict", disable=len(images) < 10):
-        image = _read_or_skip(path, skipped)
-        if image is None:
-            continue
+    def draw(image_id: str, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
         det = predictor.predict_images([image])[0]
-        target = out / f"{image_id}.png"
-        write_image(target, draw_detections(image, det, predictor.classes, show_labels=show_labels))
-        written.append(target)
-    _report_skipped(skipped)
-    return written
+        return draw_detections(image, det, predictor.classes, show_labels=show_labels)
+
+    return _write_pictures(images, list(images), out_dir, "predict", draw)
 
 
 def visualize_comparison(
@@ -335,19 +328,12 @@ def visualize_comparison(
         def predict(image_id: str, image: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], int]:
             items = per_image.get(image_id, [])
             return _draw_task1(image, items, names, show_labels), len(items)
-    out = _make_out_dir(out_dir)
-    written: list[Path] = []
-    skipped: list[str] = []
-    for image_id, lf in tqdm(parsed.items(), desc="compare", disable=len(parsed) < 10):
-        image = _read_or_skip(images[image_id], skipped)
-        if image is None:
-            continue
+    def draw(image_id: str, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        lf = parsed[image_id]
         truth = draw_label_file(image, lf, names, show_labels=show_labels)
         predicted, count = predict(image_id, image)
         captions = (f"{image_id}: ground truth ({len(lf.objects)})",
                     f"predictions >= {score_thresh:g} ({count})")
-        target = out / f"{image_id}.png"
-        write_image(target, side_by_side(truth, predicted, captions))
-        written.append(target)
-    _report_skipped(skipped)
-    return written
+        return side_by_side(truth, predicted, captions)
+
+    return _write_pictures(images, list(parsed), out_dir, "compare", draw)
