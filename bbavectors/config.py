@@ -121,6 +121,11 @@ class AugmentConfig:
     #: canvas; a multiple of 32. None, or a value >= ``data.input_size``: the whole canvas (so a
     #: smaller ``--input-size`` on the command line needs no second change).
     crop_size: int | None = None
+    #: Probability that a crop window is placed around a whole object drawn at random (when one
+    #: fits) instead of anywhere: a uniform window cuts an object longer than about half the window
+    #: most of the time, and a mostly cut object is only an ignore region, so big objects would
+    #: rarely be learnt whole. Only acts with ``crop_size``.
+    crop_on_objects: float = 0.0
 
 
 @dataclass
@@ -312,6 +317,9 @@ def validate_config(cfg: Config) -> Config:
     crop = cfg.augment.crop_size
     _check(crop is None or (crop > 0 and crop % 32 == 0),
            f"augment.crop_size must be a positive multiple of 32 or null, got {crop}")
+    on_objects = cfg.augment.crop_on_objects
+    _check(math.isfinite(on_objects) and 0 <= on_objects <= 1,
+           f"augment.crop_on_objects is a probability in [0, 1], got {on_objects}")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.base_batch_size >= 1, f"train.base_batch_size must be >= 1, got {t.base_batch_size}")

@@ -88,3 +88,11 @@ def test_crop_size_outside_the_input_or_off_stride_is_rejected(crop: int) -> Non
     cfg.augment.crop_size = crop
     with pytest.raises(ConfigError, match="augment.crop_size"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_crop_on_objects_outside_0_1_is_rejected_by_the_config_check(p: float) -> None:
+    cfg = Config()
+    cfg.augment.crop_on_objects = p
+    with pytest.raises(ConfigError, match="augment.crop_on_objects"):
+        validate_config(cfg)

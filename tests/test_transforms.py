@@ -334,3 +334,54 @@ def test_crop_larger_than_the_input_gives_the_whole_canvas() -> None:
     img = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
     out = augment_sample(img, np.zeros((0, 8)), np.zeros(0, np.int64), SIZE, only(crop_size=2 * SIZE), rng)
     np.testing.assert_array_equal(out.image, letterbox_image(img, SIZE)[0])
+
+
+def _whole_share(p_on_objects: float, poly: np.ndarray, img: np.ndarray, crop: int,
+                 tries: int = 100) -> float:
+    cfg = only(crop_size=crop, crop_on_objects=p_on_objects)
+    rng = np.random.default_rng(11)
+    whole = 0
+    for _ in range(tries):
+        out = augment_sample(img, poly[None], np.zeros(1, np.int64), SIZE, cfg, rng)
+        # A cut object is clipped to its visible part: whole means its full length is there.
+        length = float(poly_to_obb(poly[None])[0, 2:4].max())
+        whole += int(out.keep.size == 1
+                     and abs(float(poly_to_obb(out.polygons)[0, 2:4].max()) - length) < 1e-6 * length)
+    return whole / tries
+
+
+def test_crop_on_objects_keeps_a_big_object_whole() -> None:
+    """A 100 px object in 128 px windows of a 256 px canvas: a uniform window holds it whole only
+    when the window's left edge falls in a 28 px band of 128 positions (about 1 in 20 with both
+    axes); a window placed around it always does."""
+    img = np.full((SIZE, SIZE, 3), 90, np.uint8)
+    poly = rotated_box(128, 128, 100, 20, 0)
+    assert _whole_share(0.0, poly, img, 128) < 0.5
+    assert _whole_share(1.0, poly, img, 128) == 1.0
+
+
+def test_crop_on_objects_window_shows_no_padding_when_the_content_allows() -> None:
+    rng = np.random.default_rng(12)
+    img = np.full((SIZE, SIZE, 3), 90, np.uint8)
+    polys = np.stack([rotated_box(20, 20, 30, 10, 0), rotated_box(236, 236, 30, 10, 0)])
+    for _ in range(20):
+        out = augment_sample(img, polys, np.zeros(2, np.int64), SIZE,
+                             only(crop_size=128, crop_on_objects=1.0), rng)
+        assert out.image.min() == 90  # a corner object, yet the window stays on the image
+
+
+def test_crop_on_objects_with_no_object_that_fits_falls_back_to_a_uniform_window() -> None:
+    rng = np.random.default_rng(13)
+    img = np.full((SIZE, SIZE, 3), 90, np.uint8)
+    too_big = rotated_box(128, 128, 200, 200, 0)
+    out = augment_sample(img, too_big[None], np.zeros(1, np.int64), SIZE,
+                         only(crop_size=128, crop_on_objects=1.0), rng)
+    assert out.image.shape == (128, 128, 3)
+    assert out.difficult.tolist() == [1]  # cut: an ignore region
+
+
+def test_crop_on_objects_outside_0_1_is_rejected() -> None:
+    img = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="crop_on_objects"):
+        augment_sample(img, np.zeros((0, 8)), np.zeros(0, np.int64), 32,
+                       only(crop_size=32, crop_on_objects=1.5, hflip=1.0), np.random.default_rng(0))

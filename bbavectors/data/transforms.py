@@ -21,7 +21,10 @@ as 3x3 matrices acting on the letterboxed content rectangle ``[0, w s0] x [0, h 
 With ``crop_size = C`` (< ``S``) steps 1-4 are the same (objects keep the scale they have at
 inference, size ``S``) and step 5 places a ``C x C`` window instead: training sees a random part of
 the image at a fraction ``(C / S)^2`` of the cost, which pays when objects are small and the
-network's cost per pixel is what limits the budget.
+network's cost per pixel is what limits the budget. With probability ``crop_on_objects`` the window
+is instead drawn among the positions that hold one whole object picked at random (and, where
+possible, show no more padding than a uniform window): a uniform window cuts most objects longer
+than half of ``C``, and a mostly cut object is only an ignore region.
 
 The product with the letterbox scale maps the *original* image straight to the output, so the
 image is resampled **once** (``cv2.warpAffine``, bilinear). When that map shrinks the image by more
@@ -141,7 +144,7 @@ def _check_config(cfg: AugmentConfig) -> None:
     if not 0 < cfg.scale_min <= cfg.scale_max:
         raise ValueError(f"augment.scale_min/scale_max must satisfy 0 < min <= max, got "
                          f"{cfg.scale_min}, {cfg.scale_max}")
-    for name in ("hflip", "vflip", "rot90", "rotate", "channel_shuffle"):
+    for name in ("hflip", "vflip", "rot90", "rotate", "channel_shuffle", "crop_on_objects"):
         p = getattr(cfg, name)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"augment.{name} is a probability in [0, 1], got {p}")
@@ -150,7 +153,12 @@ def _check_config(cfg: AugmentConfig) -> None:
 
 
 def sample_geometry(
-    rng: np.random.Generator, cfg: AugmentConfig, content_w: float, content_h: float, size: int
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    content_w: float,
+    content_h: float,
+    size: int,
+    objects: FloatArray | None = None,
 ) -> FloatArray:
     """Draw the random geometric transform of one sample (steps 1-5 of the module docstring).
 
@@ -160,6 +168,9 @@ def sample_geometry(
         content_w, content_h: size of the letterboxed image (``w * s0``, ``h * s0``) at the canvas's
             top-left.
         size: output canvas side ``S``.
+        objects: ``(N, 8)`` polygons in letterbox-canvas coordinates; with probability
+            ``cfg.crop_on_objects`` the window is placed around one of them (see
+            :func:`_window_around_object`).
     Returns:
         ``(3, 3)`` matrix mapping letterbox-canvas coordinates to output coordinates.
     """
@@ -183,6 +194,11 @@ def sample_geometry(
         np.array([[0.0, 0.0, content_w, 0.0, content_w, content_h, 0.0, content_h]]), m
     ).reshape(4, 2)
     lo, hi = corners.min(axis=0), corners.max(axis=0)
+    if objects is not None and len(objects) and cfg.crop_on_objects > 0 \
+            and rng.random() < cfg.crop_on_objects:
+        shift = _window_around_object(rng, transform_points(objects, m), lo, hi, size)
+        if shift is not None:
+            return _translate(shift[0], shift[1]) @ m
     content = shapely.Polygon(corners)
     # A turned image fills only part of its bounding box: a crop drawn there may show little
     # or nothing of it, so positions showing less than half of what could be shown are redrawn.
@@ -199,6 +215,38 @@ def sample_geometry(
     # Fallback: the content's centre at the canvas centre.
     centre = corners.mean(axis=0)
     return _translate(size / 2 - centre[0], size / 2 - centre[1]) @ m
+
+
+def _window_around_object(
+    rng: np.random.Generator, objects: FloatArray, lo: FloatArray, hi: FloatArray, size: int
+) -> FloatArray | None:
+    """The shift of a ``size`` window holding one whole object drawn at random, or None.
+
+    Args:
+        objects: ``(N, 8)`` polygons after the rotation and scale (before the shift).
+        lo, hi: ``(2,)`` corners of the bounding box of the transformed content.
+    Returns:
+        ``(2,)`` shift, uniform among those keeping the object inside the window and, where the
+        content allows it, in the range of a uniform crop (no more padding than it would show);
+        None when no object fits in the window.
+    """
+    xy = objects.reshape(-1, 4, 2)
+    o_lo, o_hi = xy.min(axis=1), xy.max(axis=1)
+    fits = np.flatnonzero(((o_hi - o_lo) <= size).all(axis=1))
+    if fits.size == 0:
+        return None
+    k = int(fits[rng.integers(fits.size)])
+    shift = np.empty(2)
+    for axis in range(2):
+        # The window [-shift, size - shift] holds [o_lo, o_hi] for shift in [-o_lo, size - o_hi].
+        a, b = -float(o_lo[k, axis]), size - float(o_hi[k, axis])
+        # A uniform crop's range (sample_geometry), kept where the two overlap.
+        c, d = sorted((0.0, size - float(hi[axis] - lo[axis])))
+        c, d = c - float(lo[axis]), d - float(lo[axis])
+        if max(a, c) <= min(b, d):
+            a, b = max(a, c), min(b, d)
+        shift[axis] = rng.uniform(a, b) if b > a else a
+    return shift
 
 
 def sample_color_matrix(
@@ -387,7 +435,8 @@ def augment_sample(
         total = _linear(params.scale, 0, 0, params.scale)
     else:
         # Scaled as for the full input, cut to out_size: a crop keeps objects at their inference size.
-        geometry = sample_geometry(rng, cfg, w * params.scale, h * params.scale, out_size)
+        objects = polys * params.scale if out_size < size else None
+        geometry = sample_geometry(rng, cfg, w * params.scale, h * params.scale, out_size, objects)
         total = geometry @ _linear(params.scale, 0, 0, params.scale)
         color = sample_color_matrix(rng, cfg, _mean_luma(image))
         source = image if color is None else apply_color_matrix(image, color)
