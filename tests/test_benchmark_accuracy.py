@@ -9,6 +9,7 @@ import json
 import random
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -100,9 +101,41 @@ def test_table_shows_numbers_skips_and_hardware() -> None:
                        input_size=512),
             ModelScore(model="yolov8n-obb", skipped="ultralytics is not installed")]
     table = format_accuracy_table(AccuracyResult(rows, hardware, {}, 186, 379))
-    assert "| bbavectors resnet18 (w64) | 13.05 | 512 | 45 | 45.0 | 5.50 | 0.8123 | 0.8300 | 210.4 |" in table
+    assert ("| bbavectors resnet18 (w64) | 13.05 | 512 | 45 | 45.0 | 5.50 | 0.8123 | 0.8300 | 210.4 | - |"
+            in table)
     assert "yolov8n-obb | skipped: ultralytics is not installed" in table
     assert "Test CPU, 2 cores, 1 thread(s), bf16 yes" in table and "186 images, 379 objects" in table
+
+
+def test_relative_paths_are_the_callers_not_the_repositorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the tools run in the repository folder, so a relative ``--work-dir`` put the run
+    there while the benchmark looked for its checkpoint in the caller's folder (after training)."""
+    from bbavectors.benchmarks import accuracy
+
+    data = tmp_path / "data"
+    (data / "labelTxt").mkdir(parents=True)
+    (data / "images").mkdir()
+    cv2.imwrite(str(data / "images" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    (data / "labelTxt" / "a.txt").write_text("", encoding="utf-8")
+    (data / "val.txt").write_text("a\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    calls: list[tuple[list[str], Path]] = []
+
+    def stop_at_the_first_tool(args: list[str], log_path: Path, what: str) -> str:
+        calls.append((args, log_path))
+        raise accuracy.BenchmarkError("stopped by the test")
+
+    monkeypatch.setattr(accuracy, "_run_tool", stop_at_the_first_tool)
+    settings = AccuracySettings(data=Path("data"), train_split=Path("data/val.txt"),
+                                val_split=Path("data/val.txt"), work_dir=Path("work"), yolo_models=())
+    with pytest.raises(accuracy.BenchmarkError, match="stopped by the test"):
+        accuracy.run_accuracy_benchmark(settings)
+    ((args, log_path),) = calls
+    assert args[args.index("--runs-dir") + 1] == str(tmp_path / "work" / "runs")
+    assert args[args.index("--data") + 1] == str(tmp_path / "data")
+    assert log_path == tmp_path / "work" / "logs" / "train_ours.log"
 
 
 def test_settings_need_a_budget(tmp_path: Path) -> None:
@@ -145,7 +178,7 @@ def test_tiny_end_to_end_ours(shared_data: Path, tmp_path: Path, capsys: pytest.
     src, train, val = _tiny_ssdd(shared_data, tmp_path)
     tool = _load_tool("benchmark")
     assert tool.main(["accuracy", *_tiny_args(src, train, val, tmp_path / "budget"), "--minutes", "0.25",
-                      "--max-epochs", "3", "--yolo-models"]) == 0
+                      "--max-epochs", "3", "--yolo-models", "--no-onnx"]) == 0
     budget = json.loads((tmp_path / "budget" / "accuracy.json").read_text(encoding="utf-8"))
     assert budget["rows"][0]["budget_minutes"] == 0.25 and budget["rows"][0]["epochs"] > 0
     capsys.readouterr()
@@ -156,6 +189,9 @@ def test_tiny_end_to_end_ours(shared_data: Path, tmp_path: Path, capsys: pytest.
     (row,) = data["rows"]
     assert row["epochs"] == pytest.approx(1.0) and row["input_size"] == 128
     assert 0.0 <= row["ap07"] <= 1.0 and row["ms_per_image"] > 0
+    # The exported graph scores as the PyTorch model (rounding may reorder near-equal scores).
+    assert row["onnx_ms_per_image"] > 0 and row["onnx_ap07"] == pytest.approx(row["ap07"], abs=0.05)
+    assert budget["rows"][0]["onnx_note"] == "not asked for (--no-onnx)"
     assert data["val_images"] == 4 and data["hardware"]["torch"] == torch.__version__
 
 

@@ -197,6 +197,8 @@ def _add_accuracy(sub: Any) -> None:
                    help="our mixed precision (default: none on the CPU, the recipe's on a GPU)")
     p.add_argument("--validate-in-training", action="store_true",
                    help="let our run validate while it trains (inside its budget; default off, as YOLO)")
+    p.add_argument("--no-onnx", action="store_true",
+                   help="skip exporting our model and timing it in onnxruntime (default: done on the CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override our recipe (repeatable)")
@@ -213,7 +215,7 @@ def _accuracy_settings(args: argparse.Namespace) -> Any:
         threads=args.threads, workers=args.workers, input_size=args.input_size, batch_size=args.batch_size,
         yolo_models=tuple(args.yolo_models), run_ours=not args.skip_ours, run_yolo=bool(args.yolo_models),
         warmup_images=args.warmup, timed_images=args.timed_images, seed=args.seed, amp=args.amp,
-        validate_in_training=args.validate_in_training,
+        validate_in_training=args.validate_in_training, onnx=not args.no_onnx,
         overrides=tuple(args.overrides))
     if args.config is not None:
         settings.config = args.config

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
+import importlib.util
 import logging
 import math
 import os
@@ -117,6 +118,8 @@ class AccuracySettings:
     #: Let our run validate on the validation split while it trains (inside its budget). Off: the
     #: whole budget trains, as for YOLO (``val=False``); the scoring below is the same either way.
     validate_in_training: bool = False
+    #: Also export our model to ONNX and time and score it in onnxruntime (CPU runs only).
+    onnx: bool = True
     #: Extra ``section.key=value`` overrides for our run (``--set``).
     overrides: tuple[str, ...] = ()
 
@@ -135,6 +138,14 @@ class AccuracySettings:
         if not (Path(self.data) / "labelTxt").is_dir():
             raise FileNotFoundError(f"{self.data}: no labelTxt/ folder")
 
+    def absolute(self) -> AccuracySettings:
+        """The same settings with absolute paths: the tools run in the repository folder, so a
+        path relative to the caller's folder would name another place there."""
+        return dataclasses.replace(
+            self, data=Path(self.data).resolve(), train_split=Path(self.train_split).resolve(),
+            val_split=Path(self.val_split).resolve(), work_dir=Path(self.work_dir).resolve(),
+            config=Path(self.config).resolve())
+
 
 @dataclass
 class ModelScore:
@@ -148,6 +159,12 @@ class ModelScore:
     ap07: float | None = None
     ap_area: float | None = None
     ms_per_image: float | None = None
+    #: The same model exported (decoder inside) and run by onnxruntime on the CPU: ms per image
+    #: and its AP07 (equal to ``ap07`` up to float rounding); None where not measured, see
+    #: ``onnx_note``.
+    onnx_ms_per_image: float | None = None
+    onnx_ap07: float | None = None
+    onnx_note: str | None = None
     input_size: int | None = None
     detections: int | None = None
     checkpoint: str | None = None
@@ -356,12 +373,41 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
                                        settings.warmup_images, settings.timed_images)
     result = score_predictions(per_image, classes, Path(settings.data) / "labelTxt", list(images))
     backbone = predictor.cfg.model.backbone
+    onnx_ms, onnx_ap07, onnx_note = score_exported(ckpt_path, settings, images, classes)
     return ModelScore(
         model=f"bbavectors {backbone} (w{predictor.cfg.model.head_width})",
         params=_num_parameters(predictor.model), budget_minutes=settings.minutes,
         train_seconds=_train_seconds(run_dir), epochs=_epochs_of(checkpoint), ap07=result.map07,
-        ap_area=result.map_area, ms_per_image=ms, input_size=predictor.input_size,
+        ap_area=result.map_area, ms_per_image=ms, onnx_ms_per_image=onnx_ms, onnx_ap07=onnx_ap07,
+        onnx_note=onnx_note, input_size=predictor.input_size,
         detections=sum(len(d["scores"]) for _, d in per_image), checkpoint=str(ckpt_path))
+
+
+def score_exported(ckpt_path: Path, settings: AccuracySettings, images: dict[str, Path],
+                   classes: Sequence[str]) -> tuple[float | None, float | None, str | None]:
+    """Export ``ckpt_path`` to ONNX (decoder inside) and time and score it with onnxruntime on the
+    CPU, as a user shipping the model would run it: ``(ms per image, AP07, None)``, or
+    ``(None, None, why)`` when it cannot be measured here (a GPU run, onnxruntime missing, the export
+    failing: logged, the row keeps its PyTorch numbers)."""
+    if not settings.onnx:
+        return None, None, "not asked for (--no-onnx)"
+    if settings.device != "cpu":
+        return None, None, "measured on the CPU only"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None, None, "onnxruntime is not installed (pip install -e \".[export]\")"
+    from ..export.onnx_export import export_checkpoint
+
+    path = settings.work_dir / "ours.onnx"
+    try:
+        export_checkpoint(ckpt_path, path)
+        predictor = Predictor.from_onnx(path, batch_size=1, threads=settings.threads)
+    except Exception as error:  # noqa: BLE001 - an export failure must not lose the training's scores
+        logger.warning("ONNX export of %s failed, no ONNX timing: %s", ckpt_path, error)
+        return None, None, f"export failed: {error}"
+    per_image, ms = _timed_predictions(lambda im: predictor.predict_images([im])[0], images,
+                                       settings.warmup_images, settings.timed_images)
+    result = score_predictions(per_image, classes, Path(settings.data) / "labelTxt", list(images))
+    return ms, result.map07, None
 
 
 def _train_seconds(run_dir: Path) -> float | None:
@@ -486,6 +532,7 @@ def run_accuracy_benchmark(settings: AccuracySettings) -> AccuracyResult:
     recorded as a skipped row; a failing training of ours raises :class:`BenchmarkError`.
     """
     settings.check()
+    settings = settings.absolute()
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     images = _val_images(settings)
     input_size, batch_size, classes = _recipe_sizes(settings)
@@ -522,21 +569,22 @@ def _fmt(value: float | int | None, spec: str) -> str:
 def format_accuracy_table(result: AccuracyResult) -> str:
     """Markdown table of the rows, then the hardware line."""
     header = ("| model | params (M) | input | budget (min) | trained (min) | epochs | AP07 | AP area "
-              "| ms/image |")
-    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| ms/image | ONNX ms/image |")
+    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result.rows:
         if r.skipped:
-            lines.append(f"| {r.model} | skipped: {r.skipped} |  |  |  |  |  |  |  |")
+            lines.append(f"| {r.model} | skipped: {r.skipped} |  |  |  |  |  |  |  |  |")
             continue
         lines.append(
             f"| {r.model} | {_fmt(r.params and r.params / 1e6, '.2f')} | {_fmt(r.input_size, 'd')} "
             f"| {_fmt(r.budget_minutes, 'g')} | {_fmt(r.train_seconds and r.train_seconds / 60, '.1f')} "
             f"| {_fmt(r.epochs, '.2f')} | {_fmt(r.ap07, '.4f')} | {_fmt(r.ap_area, '.4f')} "
-            f"| {_fmt(r.ms_per_image, '.1f')} |")
+            f"| {_fmt(r.ms_per_image, '.1f')} | {_fmt(r.onnx_ms_per_image, '.1f')} |")
     h = result.hardware
     lines.append("")
     lines.append(f"validation: {result.val_images} images, {result.val_objects} objects; AP: DOTA Task1, "
-                 f"polygon IoU 0.5; ms/image: median at batch 1 on {h.device}")
+                 f"polygon IoU 0.5; ms/image: median at batch 1 on {h.device} (PyTorch; ONNX: "
+                 f"onnxruntime on the CPU, decoder in the graph)")
     lines.append(f"hardware: {h.cpu}, {h.cores} cores, {h.threads} thread(s), "
                  f"bf16 {'yes' if h.bf16 else 'no'}"
                  f"{', GPU ' + h.gpu if h.gpu else ''}; torch {h.torch}, ultralytics {h.ultralytics or '-'}, "
