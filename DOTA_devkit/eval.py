@@ -54,7 +54,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .atomic import atomic_write_text
-from .image_io import IMAGE_EXTENSIONS, write_image_atomic
+from .image_io import write_image_atomic
+from .image_sets import read_split_file
 from .labels import LabelFile, LabelReport, read_dota_label
 from .polygon_clip import quad_iou
 from .task1 import ClassDetections, Task1ReadReport, read_task1_dir
@@ -446,22 +447,9 @@ def _warn_unknown_gt_classes(ground_truth: Mapping[str, LabelFile], classes: Seq
 
 # ----------------------------------------------------------------------------------- files
 def read_imageset(path: str | Path) -> list[str]:
-    """Image ids, one per line (``P0001`` or ``P0001.png``); blanks and ``#`` comments skipped;
-    duplicates dropped (logged)."""
-    path = Path(path)
-    ids: list[str] = []
-    seen: set[str] = set()
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            name = line.split("#", 1)[0].strip()
-            if not name:
-                continue
-            stem = Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS + (".txt",) else name
-            if stem in seen:
-                logger.warning("%s: duplicate image id %r ignored", path, stem)
-                continue
-            seen.add(stem)
-            ids.append(stem)
+    """Image ids of an image set file (:func:`DOTA_devkit.image_sets.read_split_file`); an empty set
+    is an error here (nothing to evaluate)."""
+    ids = read_split_file(path)
     if not ids:
         raise ValueError(f"{path}: image set file is empty")
     return ids

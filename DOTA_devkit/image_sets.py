@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_text
-from .image_io import list_images
+from .image_io import IMAGE_EXTENSIONS, list_images
 from .labels import LabelReport, read_dota_label
 
 __all__ = [
     "IMAGE_SET_NAMES",
+    "read_split_file",
     "ImageSetResult",
     "image_class_counts",
     "make_image_sets",
@@ -53,6 +54,35 @@ logger = logging.getLogger(__name__)
 
 #: Split file stems, in the order they are written and shown.
 IMAGE_SET_NAMES: tuple[str, ...] = ("trainval", "val", "test")
+
+
+def read_split_file(path: str | Path) -> list[str]:
+    """Image ids of a split file, the one reader of training, conversion and evaluation.
+
+    One id per line; blank lines and ``#`` comments (whole or trailing) are skipped. A path or a file
+    name (``images/P0001.png``, ``P0001.txt``) is reduced to its stem, ``\\`` read as ``/``; duplicates
+    are kept once (first occurrence order) and logged. An empty file gives an empty list.
+    """
+    path = Path(path)
+    ids: list[str] = []
+    seen: set[str] = set()
+    duplicates = 0
+    with open(path, encoding="utf-8-sig") as f:
+        for line in f:
+            item = line.split("#", 1)[0].strip()
+            if not item:
+                continue
+            normalized = item.replace("\\", "/")
+            if "/" in normalized or Path(normalized).suffix.lower() in (*IMAGE_EXTENSIONS, ".txt"):
+                item = Path(normalized).stem
+            if item in seen:
+                duplicates += 1
+                continue
+            seen.add(item)
+            ids.append(item)
+    if duplicates:
+        logger.warning("%s: %d duplicate image id(s) ignored", path, duplicates)
+    return ids
 
 
 @dataclass

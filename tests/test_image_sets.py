@@ -218,3 +218,17 @@ def test_regression_no_name_is_exported_by_both_split_modules() -> None:
     from DOTA_devkit import image_sets, split
 
     assert not set(image_sets.__all__) & set(split.__all__)
+
+
+def test_training_conversion_and_evaluation_read_a_split_file_alike(tmp_path: Path) -> None:
+    """Regression: three readers disagreed (``P0004.txt`` kept whole by training, a duplicate kept
+    twice by conversion, a trailing comment kept by conversion)."""
+    from bbavectors.data.dataset import read_split_file as training_reader
+    from DOTA_devkit.eval import read_imageset
+    from DOTA_devkit.formats.common import read_split_file as conversion_reader
+
+    path = tmp_path / "val.txt"
+    path.write_text("P0001\nP0002.png  # night\n\n# header\nimages/P0003.jpg\nP0004.txt\nP0001\nv1.2\n",
+                    encoding="utf-8")
+    expected = ["P0001", "P0002", "P0003", "P0004", "v1.2"]
+    assert training_reader(path) == conversion_reader(path) == read_imageset(path) == expected

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..image_io import IMAGE_EXTENSIONS, index_images
+from ..image_sets import read_split_file
 from ..labels import LabelError, LabelFile, LabelIssue, LabelReport
 from .xml_io import record_issue
 
@@ -289,17 +290,6 @@ def place_image(src: Path, dst: Path, mode: str = "copy") -> None:
 
 
 # ------------------------------------------------------------------ helpers of the folder readers
-def read_split_file(path: str | Path) -> list[str]:
-    """Image ids of a split file: one per line (a path or an image file name is reduced to its stem;
-    ``#`` lines ignored)."""
-    ids = []
-    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            p = Path(line.replace("\\", "/"))
-            is_path = "/" in line or p.suffix.lower() in IMAGE_EXTENSIONS
-            ids.append(p.stem if is_path else line)
-    return ids
 
 
 def split_files(folder: Path | None) -> dict[str, list[str]]:

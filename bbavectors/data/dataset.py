@@ -45,10 +45,11 @@ from torch.utils.data import Dataset
 
 from DOTA_devkit.classes import read_class_file
 from DOTA_devkit.image_io import list_images
+from DOTA_devkit.image_sets import read_split_file
 from DOTA_devkit.labels import DotaObject, LabelFile, LabelReport, read_dota_label
 
 from ..config import AugmentConfig
-from .image_io import IMAGE_EXTENSIONS, ImageReadError, read_image
+from .image_io import ImageReadError, read_image
 from .transforms import DEFAULT_MIN_VISIBLE, augment_sample, letterbox_sample
 
 __all__ = ["DotaDataset", "ImageRecord", "collate_samples", "read_split_file", "list_images"]
@@ -66,33 +67,6 @@ class ImageRecord:
     classes: NDArray[np.int64]  # (N,)
     difficult: NDArray[np.int64]  # (N,)
     has_labels: bool
-
-
-def read_split_file(path: str | Path) -> list[str]:
-    """Image ids of a split file: one per line, blank lines and ``#`` comments ignored.
-
-    An id written with an image suffix (``P0001.png``) is reduced to ``P0001``; duplicates are
-    logged and kept once (first occurrence order).
-    """
-    path = Path(path)
-    ids: list[str] = []
-    seen: set[str] = set()
-    duplicates = 0
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            item = line.split("#", 1)[0].strip()
-            if not item:
-                continue
-            if Path(item).suffix.lower() in IMAGE_EXTENSIONS:
-                item = Path(item).stem
-            if item in seen:
-                duplicates += 1
-                continue
-            seen.add(item)
-            ids.append(item)
-    if duplicates:
-        logger.warning("%s: %d duplicate image id(s) ignored", path, duplicates)
-    return ids
 
 
 class DotaDataset(Dataset[dict[str, Any]]):
