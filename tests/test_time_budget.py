@@ -97,8 +97,9 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("budget_data"))
 
 
-def test_cli_time_budget_plans_within_it_and_finishes_its_schedule(tiny_root: Path, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_time_budget_plans_within_it_and_finishes_its_schedule(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     budget_min = 0.3
     args = ["--data", str(tiny_root), "--classes", "synthetic", "--backbone", "mobilenet_v2", "--head-width",
             "16", "--input-size", "64", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--amp",
