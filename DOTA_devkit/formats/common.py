@@ -290,8 +290,6 @@ def place_image(src: Path, dst: Path, mode: str = "copy") -> None:
 
 
 # ------------------------------------------------------------------ helpers of the folder readers
-
-
 def split_files(folder: Path | None) -> dict[str, list[str]]:
     """``{stem: ids}`` of the id lists in a folder (every ``*.txt`` but ``classes.txt``)."""
     if folder is None or not folder.is_dir():

@@ -281,6 +281,16 @@ def _timed_predictions(predict: Callable[[NDArray[np.uint8]], Detections], image
     return out, 1000.0 * statistics.median(times)
 
 
+def _predict_and_score(predict: Callable[[NDArray[np.uint8]], Detections], settings: AccuracySettings,
+                       images: dict[str, Path], classes: Sequence[str]
+                       ) -> tuple[list[tuple[str, Detections]], float, Task1Result]:
+    """:func:`_timed_predictions` then :func:`score_predictions` against the data's labels: the same
+    steps for every model; returns the detections, the median ms per image and the evaluation."""
+    per_image, ms = _timed_predictions(predict, images, settings.warmup_images, settings.timed_images)
+    result = score_predictions(per_image, classes, Path(settings.data) / "labelTxt", list(images))
+    return per_image, ms, result
+
+
 # ------------------------------------------------------------------------------ environment
 def _package_version(name: str) -> str | None:
     try:
@@ -369,9 +379,8 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
     predictor = Predictor.from_checkpoint(ckpt_path, device=settings.device, batch_size=1)
     if tuple(predictor.classes) != tuple(classes):
         raise BenchmarkError(f"{ckpt_path}: classes {predictor.classes} differ from {tuple(classes)}")
-    per_image, ms = _timed_predictions(lambda im: predictor.predict_images([im])[0], images,
-                                       settings.warmup_images, settings.timed_images)
-    result = score_predictions(per_image, classes, Path(settings.data) / "labelTxt", list(images))
+    per_image, ms, result = _predict_and_score(lambda im: predictor.predict_images([im])[0], settings,
+                                               images, classes)
     backbone = predictor.cfg.model.backbone
     onnx_ms, onnx_ap07, onnx_note = score_exported(ckpt_path, settings, images, classes)
     return ModelScore(
@@ -404,9 +413,8 @@ def score_exported(ckpt_path: Path, settings: AccuracySettings, images: dict[str
     except Exception as error:  # noqa: BLE001 - an export failure must not lose the training's scores
         logger.warning("ONNX export of %s failed, no ONNX timing: %s", ckpt_path, error)
         return None, None, f"export failed: {error}"
-    per_image, ms = _timed_predictions(lambda im: predictor.predict_images([im])[0], images,
-                                       settings.warmup_images, settings.timed_images)
-    result = score_predictions(per_image, classes, Path(settings.data) / "labelTxt", list(images))
+    _, ms, result = _predict_and_score(lambda im: predictor.predict_images([im])[0], settings, images,
+                                       classes)
     return ms, result.map07, None
 
 
@@ -494,8 +502,7 @@ def train_and_score_yolo(model_yaml: str, data_yaml: Path, settings: AccuracySet
         return yolo_obb_to_detections(obb.xyxyxyxy.cpu().numpy(), obb.conf.cpu().numpy(),
                                       obb.cls.cpu().numpy(), yolo_names, classes)
 
-    per_image, ms = _timed_predictions(predict, images, settings.warmup_images, settings.timed_images)
-    result = score_predictions(per_image, classes, Path(settings.data) / "labelTxt", list(images))
+    per_image, ms, result = _predict_and_score(predict, settings, images, classes)
     return ModelScore(
         model=name.replace(".yaml", ""), params=sum(p.numel() for p in trained.model.parameters()),
         budget_minutes=settings.minutes, train_seconds=train_seconds, epochs=epochs, ap07=result.map07,
