@@ -142,6 +142,12 @@ class TargetConfig:
     max_objects: int = 1000
     #: Minimum IoU kept between a box and its shifted copy when sizing the heatmap Gaussian.
     gaussian_overlap: float = 0.7
+    #: Heatmap peak shape: "round" (CornerNet/CenterNet: a circle whose radius comes from
+    #: ``gaussian_overlap``) or "box" (an ellipse along the oriented box, standard deviations
+    #: ``box_gaussian_scale * side / 6``, as TTFNet): a thin ship's neighbours along its axis are
+    #: soft negatives instead of full ones.
+    gaussian_shape: str = "round"
+    box_gaussian_scale: float = 0.54
     #: Difficult objects become ignore regions (no loss) instead of positives.
     ignore_difficult: bool = True
 
@@ -154,6 +160,8 @@ class LossConfig:
     wh_weight: float = 1.0
     reg_weight: float = 1.0
     cls_theta_weight: float = 1.0
+    #: Weight of the ProbIoU box loss (bbavectors.losses; 0 = the original BBAVectors loss).
+    probiou_weight: float = 0.0
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
     #: Score the ``t, r, b, l`` vectors against the best of their 4 cyclic relabelings (the same box):
@@ -320,6 +328,14 @@ def validate_config(cfg: Config) -> Config:
     on_objects = cfg.augment.crop_on_objects
     _check(math.isfinite(on_objects) and 0 <= on_objects <= 1,
            f"augment.crop_on_objects is a probability in [0, 1], got {on_objects}")
+    tg = cfg.targets
+    _check(tg.gaussian_shape in ("round", "box"),
+           f"targets.gaussian_shape must be round or box, got {tg.gaussian_shape!r}")
+    _check(_positive_number(tg.box_gaussian_scale),
+           f"targets.box_gaussian_scale must be a positive number, got {tg.box_gaussian_scale}")
+    for key in ("hm_weight", "wh_weight", "reg_weight", "cls_theta_weight", "probiou_weight"):
+        weight = getattr(cfg.loss, key)
+        _check(math.isfinite(weight) and weight >= 0, f"loss.{key} must be a number >= 0, got {weight}")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.base_batch_size >= 1, f"train.base_batch_size must be >= 1, got {t.base_batch_size}")

@@ -1,6 +1,7 @@
 r"""BBAVectors training loss, computed from the heads' **logits** (never from sigmoid outputs).
 
-``total = hm_weight * L_hm + wh_weight * L_wh + reg_weight * L_reg + cls_theta_weight * L_cls_theta``
+``total = hm_weight * L_hm + wh_weight * L_wh + reg_weight * L_reg + cls_theta_weight * L_cls_theta
++ probiou_weight * L_probiou``
 
 * ``L_hm``: CenterNet's penalty-reduced focal loss. With ``p = sigmoid(x)``, ``y`` the target heatmap::
 
@@ -26,6 +27,11 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   accepts either.
 * ``L_cls_theta``: binary cross-entropy with logits at the centres, mean over valid slots (same
   normalisation).
+* ``L_probiou`` (weight ``probiou_weight``, 0 = the original's loss): the Hellinger distance
+  (``1 - ProbIoU``, :mod:`bbavectors.probiou`) between the box decoded from the predicted
+  ``reg`` and ``t, r, b, l`` vectors and the target box, mean over valid slots. Scale-free (the
+  smooth L1 is in output cells, so a small object's loose box costs it little) and blind to the
+  vectors' labelling. Always computed and logged: it also measures how tight the boxes are.
 
 Everything is computed in float32 whatever the autocast dtype of the outputs.
 """
@@ -37,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LossConfig
+from .probiou import hellinger_distance, tlrb_gaussian
 
 __all__ = [
     "BBAVLoss",
@@ -45,6 +52,7 @@ __all__ = [
     "masked_smooth_l1",
     "cyclic_vector_smooth_l1",
     "masked_bce",
+    "masked_probiou_distance",
 ]
 
 
@@ -143,6 +151,28 @@ def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return loss.sum() / (m.sum() * logits.shape[-1]).clamp_min(1.0)
 
 
+def masked_probiou_distance(
+    pred_reg: Tensor, pred_wh: Tensor, target_reg: Tensor, target_wh: Tensor, mask: Tensor
+) -> Tensor:
+    """Mean Hellinger distance between predicted and target decoded boxes over valid slots.
+
+    The centre cell is common to both boxes, so centres are the ``reg`` offsets alone.
+
+    Args:
+        pred_reg, target_reg: ``(B, K, 2)``; pred_wh, target_wh: ``(B, K, 10)`` (only the ``t, r, b, l``
+            vectors, channels 0-7, are used); mask: ``(B, K)`` bool.
+    Returns:
+        Scalar in ``[0, 1]``; exactly 0 when no slot is valid.
+    """
+    b, k, _ = pred_wh.shape
+    mean_p, cov_p = tlrb_gaussian(pred_reg.float(), pred_wh[..., :8].float().reshape(b, k, 4, 2))
+    mean_t, cov_t = tlrb_gaussian(target_reg.float(), target_wh[..., :8].float().reshape(b, k, 4, 2))
+    m = mask.float()
+    # Only valid slots enter the formula (unused slots hold zeros: a degenerate box).
+    distance = torch.where(mask, hellinger_distance(mean_p, cov_p, mean_t, cov_t), torch.zeros_like(m))
+    return distance.sum() / m.sum().clamp_min(1.0)
+
+
 class BBAVLoss(nn.Module):
     """The four BBAVectors losses and their weighted sum.
 
@@ -150,7 +180,7 @@ class BBAVLoss(nn.Module):
     (``hm (B, C, h, w)``, ``wh (B, 10, h, w)``, ``reg (B, 2, h, w)``, ``cls_theta (B, 1, h, w)``),
     ``targets`` the dict of :func:`bbavectors.targets.encode_targets` (``hm_ignore`` optional).
     Returns ``(total, parts)``: the weighted scalar and the **unweighted** parts
-    ``{"hm", "wh", "reg", "cls_theta"}`` (scalars, still attached to the graph).
+    ``{"hm", "wh", "reg", "cls_theta", "probiou"}`` (scalars, still attached to the graph).
     """
 
     def __init__(self, cfg: LossConfig) -> None:
@@ -162,19 +192,23 @@ class BBAVLoss(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.cfg
         ind, mask = targets["ind"], targets["mask"]
+        pred_wh = gather_at_centres(outputs["wh"], ind)
+        pred_reg = gather_at_centres(outputs["reg"], ind)
         parts = {
             "hm": focal_loss_with_logits(
                 outputs["hm"], targets["hm"], targets.get("hm_ignore"), cfg.focal_alpha, cfg.focal_beta
             ),
             "wh": (cyclic_vector_smooth_l1 if cfg.cyclic_vectors else masked_smooth_l1)(
-                gather_at_centres(outputs["wh"], ind), targets["wh"], mask),
-            "reg": masked_smooth_l1(gather_at_centres(outputs["reg"], ind), targets["reg"], mask),
+                pred_wh, targets["wh"], mask),
+            "reg": masked_smooth_l1(pred_reg, targets["reg"], mask),
             "cls_theta": masked_bce(gather_at_centres(outputs["cls_theta"], ind), targets["cls_theta"], mask),
+            "probiou": masked_probiou_distance(pred_reg, pred_wh, targets["reg"], targets["wh"], mask),
         }
         total = (
             cfg.hm_weight * parts["hm"]
             + cfg.wh_weight * parts["wh"]
             + cfg.reg_weight * parts["reg"]
             + cfg.cls_theta_weight * parts["cls_theta"]
+            + cfg.probiou_weight * parts["probiou"]
         )
         return total, parts

@@ -14,6 +14,11 @@ Per object (``d = down_ratio``, output map ``h x w = ceil(H/d) x ceil(W/d)``):
 * ``hm``: a Gaussian peaked (value exactly 1) at ``(ix, iy)`` in the object's class plane,
   ``sigma = (2 r + 1) / 6`` on a ``(2 r + 1)^2`` window, ``r = floor(gaussian_radius(w / d, h / d))``
   from the **oriented** box size; overlapping Gaussians take the maximum (CenterNet);
+  with ``cfg.gaussian_shape == "box"`` an ellipse instead, aligned with the oriented box, with
+  standard deviations ``box_gaussian_scale * (w, h) / (6 d)`` along and across it, on a
+  ``(2 R + 1)^2`` window, ``R = ceil(3 * largest sigma)`` (TTFNet's shape: CornerNet's radius is
+  0 for most objects under ~80 px, so every neighbour of a thin object's centre, even along its
+  axis, would be a full negative);
 * ``wh`` (10 channels, output-stride units): the ``t, r, b, l`` vectors from the exact float
   centre to the edge midpoints (:func:`bbavectors.geometry.obb_to_tlrb`, the screen-quadrant rule
   documented in :mod:`DOTA_devkit.geometry`), then the external axis-aligned box's ``w, h``;
@@ -164,6 +169,20 @@ def _chunks(radius: Tensor, budget: int) -> list[tuple[Tensor | None, int]]:
     return out
 
 
+def _gaussian_window(
+    dx: Tensor, dy: Tensor, r: Tensor, cos: Tensor, sin: Tensor, box_sigmas: Tensor | None
+) -> Tensor:
+    """Unnormalised Gaussian (1 at the centre) over window offsets ``dx, dy (1, P)``: ``(M, P)``."""
+    if box_sigmas is None:
+        sigma = (2 * r.float() + 1) / 6
+        return torch.exp(-(dx * dx + dy * dy).float() / (2 * sigma * sigma))
+    along = dx * cos[:, None] + dy * sin[:, None]
+    across = -dx * sin[:, None] + dy * cos[:, None]
+    s_along, s_across = box_sigmas[:, 0:1], box_sigmas[:, 1:2]
+    return torch.exp(-(along * along / (2 * s_along * s_along) + across * across / (2 * s_across * s_across))
+                     ).float()
+
+
 def _render(
     hm_flat: Tensor,
     ign_flat: Tensor,
@@ -174,6 +193,7 @@ def _render(
     img: Tensor,
     positive: Tensor,
     map_hw: tuple[int, int],
+    box_sigmas: Tensor | None = None,
 ) -> None:
     """Scatter every object's window: Gaussians of positives into ``hm_flat`` (max); for the others,
     their Gaussian square plus the cells whose centre lies in their box into ``ign_flat`` (max of 0/1).
@@ -182,7 +202,9 @@ def _render(
         hm_flat: ``(B * C * h * w,)``; ign_flat: ``(B * h * w,)``;
         obb_out: ``(M, 5)`` oriented boxes in output units; cells: ``(M, 2)`` long (ix, iy);
         radius: ``(M,)`` long Gaussian radius; plane: ``(M,)`` long ``b * C + class``;
-        img: ``(M,)`` long; positive: ``(M,)`` bool.
+        img: ``(M,)`` long; positive: ``(M,)`` bool;
+        box_sigmas: None (round Gaussians, ``sigma = (2 r + 1) / 6``) or ``(M, 2)`` standard deviations
+            along and across each box (output units), the window radius then being ``radius``.
     """
     h, w = map_hw
     eps = torch.finfo(torch.float32).eps
@@ -203,8 +225,7 @@ def _render(
         on_map = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
         square = (dx.abs() <= r) & (dy.abs() <= r)
         pix = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
-        sigma = (2 * r.float() + 1) / 6
-        g = torch.exp(-(dx * dx + dy * dy).float() / (2 * sigma * sigma))
+        g = _gaussian_window(dx, dy, r, cos[idx], sin[idx], None if box_sigmas is None else box_sigmas[idx])
         # CenterNet's cut of negligible tails (keeps footprints comparable with the original).
         g = torch.where(g >= eps, g, torch.zeros_like(g))
         pos = positive[idx][:, None]
@@ -325,11 +346,18 @@ def encode_targets(
         # 1e-4 px of slack: a 1-px side read from float32 corners measures 0.99999994.
         encodable = inside & (short + 1e-4 >= cfg.min_size) & (short > 0)
         positive = encodable & ~((diff != 0) & cfg.ignore_difficult)
-        radius = gaussian_radius(obb[:, 2] / down_ratio, short / down_ratio, cfg.gaussian_overlap)
-        radius = torch.floor(radius).long()
+        box_sigmas = None
+        if cfg.gaussian_shape == "box":
+            # Floor: a sigma of 0 (a zero side) would divide by zero; such boxes are ignore regions.
+            box_sigmas = (cfg.box_gaussian_scale * obb[:, 2:4] / (6 * down_ratio)).clamp_min(1e-3)
+            radius = torch.ceil(3 * box_sigmas.amax(1)).long()
+        else:
+            radius = gaussian_radius(obb[:, 2] / down_ratio, short / down_ratio, cfg.gaussian_overlap)
+            radius = torch.floor(radius).long()
 
         obb_out = torch.cat([obb[:, :4] / down_ratio, obb[:, 4:]], dim=1)
-        _render(hm, ignore, obb_out, cells, radius, img * num_classes + cls, img, positive, (h, w))
+        _render(hm, ignore, obb_out, cells, radius, img * num_classes + cls, img, positive, (h, w),
+                box_sigmas)
         num_ignored.index_add_(0, img, (~positive).long())
 
         rank = _slot_ranks(positive, counts)

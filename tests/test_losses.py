@@ -174,8 +174,9 @@ def test_box_loss_is_a_mean_over_objects() -> None:
 def test_bbavloss_ideal_outputs_give_near_zero_box_losses() -> None:
     t, out = _targets_and_outputs()
     total, parts = BBAVLoss(LossConfig())(out, t)
-    assert set(parts) == {"hm", "wh", "reg", "cls_theta"}
+    assert set(parts) == {"hm", "wh", "reg", "cls_theta", "probiou"}
     assert float(parts["wh"]) == 0.0 and float(parts["reg"]) == 0.0
+    assert float(parts["probiou"]) < 1e-5
     assert float(parts["cls_theta"]) < 1e-8
     assert float(parts["hm"]) < 0.05
     bad = {k: torch.zeros_like(v) for k, v in out.items()}
@@ -186,9 +187,10 @@ def test_bbavloss_weights_and_gradients() -> None:
     t, out = _targets_and_outputs()
     g = torch.Generator().manual_seed(1)
     outputs = {k: (torch.randn(v.shape, generator=g)).requires_grad_(True) for k, v in out.items()}
-    cfg = LossConfig(hm_weight=2.0, wh_weight=0.1, reg_weight=3.0, cls_theta_weight=0.5)
+    cfg = LossConfig(hm_weight=2.0, wh_weight=0.1, reg_weight=3.0, cls_theta_weight=0.5, probiou_weight=1.5)
     total, parts = BBAVLoss(cfg)(outputs, t)
-    expected = 2.0 * parts["hm"] + 0.1 * parts["wh"] + 3.0 * parts["reg"] + 0.5 * parts["cls_theta"]
+    expected = (2.0 * parts["hm"] + 0.1 * parts["wh"] + 3.0 * parts["reg"] + 0.5 * parts["cls_theta"]
+                + 1.5 * parts["probiou"])
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     total.backward()
     for v in outputs.values():

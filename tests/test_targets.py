@@ -463,3 +463,62 @@ def test_ideal_outputs_have_peaks_only_at_centres() -> None:
     logits = ideal_outputs(out)["hm"]
     peaks = (logits == torch.nn.functional.max_pool2d(logits, 3, 1, 1)) & (logits > 0)
     assert torch.equal(peaks, out["hm"] == 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# targets.gaussian_shape = "box": an ellipse along the oriented box
+# ----------------------------------------------------------------------------------------------
+def _encode_one(obb: tuple[float, float, float, float, float], cfg: TargetConfig) -> dict[str, torch.Tensor]:
+    poly = torch.tensor(obb_to_poly(np.array([obb], dtype=np.float64)), dtype=torch.float32)
+    return encode_targets([poly], [torch.zeros(1, dtype=torch.long)], [torch.zeros(1, dtype=torch.long)],
+                          1, (128, 128), cfg)
+
+
+def test_box_gaussian_hand_values_axis_aligned_thin_box() -> None:
+    # 40 x 8 px along x, centre (64.5, 64.5) in cell (16, 16): sigmas 0.54 * (10, 2) / 6 = (0.9, 0.18).
+    cfg = TargetConfig(gaussian_shape="box")
+    hm = _encode_one((64.5, 64.5, 40.0, 8.0, 0.0), cfg)["hm"][0, 0]
+    assert float(hm[16, 16]) == 1.0
+    assert float(hm[16, 17]) == pytest.approx(math.exp(-1 / (2 * 0.9**2)), rel=1e-5)
+    assert float(hm[16, 18]) == pytest.approx(math.exp(-4 / (2 * 0.9**2)), rel=1e-5)
+    assert float(hm[17, 16]) == pytest.approx(math.exp(-1 / (2 * 0.18**2)), rel=1e-3)
+    # CornerNet's radius for the same box is 0: a single-cell peak.
+    round_hm = _encode_one((64.5, 64.5, 40.0, 8.0, 0.0), TargetConfig())["hm"][0, 0]
+    assert float(round_hm.sum()) == 1.0
+
+
+def test_box_gaussian_follows_the_box_angle() -> None:
+    cfg = TargetConfig(gaussian_shape="box")
+    # The same box turned a quarter (long side along y): the soft neighbours are above and below.
+    hm = _encode_one((64.5, 64.5, 40.0, 8.0, math.pi / 2), cfg)["hm"][0, 0]
+    assert float(hm[17, 16]) == pytest.approx(math.exp(-1 / (2 * 0.9**2)), rel=1e-5)
+    assert float(hm[16, 17]) < 1e-5
+    # At 45 degrees (y down: towards the lower right) the diagonal neighbour is sqrt(2) cells along it.
+    hm45 = _encode_one((64.5, 64.5, 40.0, 8.0, math.pi / 4), cfg)["hm"][0, 0]
+    assert float(hm45[17, 17]) == pytest.approx(math.exp(-2 / (2 * 0.9**2)), rel=1e-4)
+    assert float(hm45[17, 15]) < 1e-5
+
+
+def test_box_gaussian_round_trip_keeps_one_peak_per_object() -> None:
+    rng = np.random.default_rng(3)
+    n = 64
+    obb = np.stack([np.zeros(n), np.zeros(n), rng.uniform(8, 40, n), rng.uniform(3, 8, n),
+                    rng.uniform(0, math.pi, n)], axis=1)
+    polys = obb_to_poly(obb)
+    cfg = TargetConfig(gaussian_shape="box")
+    decoded, encoded = targets_mod.roundtrip_polygons(polys, cfg, spacing=48.0)
+    assert not np.isnan(decoded).any()
+    assert poly_iou(decoded, encoded).min() > 0.95
+
+
+def test_bad_gaussian_shape_is_rejected() -> None:
+    from bbavectors.config import Config, ConfigError, validate_config
+
+    cfg = Config()
+    cfg.targets.gaussian_shape = "square"
+    with pytest.raises(ConfigError, match="targets.gaussian_shape"):
+        validate_config(cfg)
+    cfg.targets.gaussian_shape = "box"
+    cfg.targets.box_gaussian_scale = 0.0
+    with pytest.raises(ConfigError, match="box_gaussian_scale"):
+        validate_config(cfg)

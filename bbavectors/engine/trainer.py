@@ -94,7 +94,7 @@ __all__ = ["AMP_MODES", "LOSS_PARTS", "NonFiniteLossError", "TrainResult", "Trai
 
 logger = logging.getLogger(__name__)
 
-LOSS_PARTS: tuple[str, ...] = ("hm", "wh", "reg", "cls_theta")
+LOSS_PARTS: tuple[str, ...] = ("hm", "wh", "reg", "cls_theta", "probiou")
 #: Events passed to the ``hook`` callable.
 HOOK_EVENTS: tuple[str, ...] = ("step", "epoch", "validation", "checkpoint")
 
