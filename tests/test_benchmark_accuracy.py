@@ -138,6 +138,18 @@ def test_relative_paths_are_the_callers_not_the_repositorys(
     assert log_path == tmp_path / "work" / "logs" / "train_ours.log"
 
 
+def test_regression_cli_set_takes_several_overrides_like_train(tmp_path: Path) -> None:
+    """Regression: ``--set a=1 b=2`` was rejected ("unrecognized arguments: b=2") while
+    ``tools/train.py`` takes it; both forms, and the flag repeated, now give every item in order."""
+    tool = _load_tool("benchmark")
+    args = tool.build_parser().parse_args(
+        ["accuracy", "--data", str(tmp_path), "--train-split", "t.txt", "--val-split", "v.txt",
+         "--work-dir", str(tmp_path), "--set", "loss.probiou_weight=1", "targets.gaussian_overlap=0.1",
+         "--set", "model.head_width=32"])
+    settings = tool._accuracy_settings(args)
+    assert settings.overrides == ("loss.probiou_weight=1", "targets.gaussian_overlap=0.1", "model.head_width=32")
+
+
 def test_settings_need_a_budget(tmp_path: Path) -> None:
     settings = AccuracySettings(data=tmp_path, train_split=tmp_path, val_split=tmp_path, work_dir=tmp_path,
                                 minutes=None, max_epochs=None)

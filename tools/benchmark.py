@@ -200,8 +200,9 @@ def _add_accuracy(sub: Any) -> None:
     p.add_argument("--no-onnx", action="store_true",
                    help="skip exporting our model and timing it in onnxruntime (default: done on the CPU)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override our recipe (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", nargs="+", default=[],
+                   metavar="SECTION.KEY=VALUE",
+                   help="override our recipe: one or more items, the flag repeatable (as tools/train.py)")
     p.add_argument("--json", type=Path, help="write the result here (default WORK_DIR/accuracy.json)")
     p.set_defaults(func=_run_accuracy)
 
@@ -216,7 +217,7 @@ def _accuracy_settings(args: argparse.Namespace) -> Any:
         yolo_models=tuple(args.yolo_models), run_ours=not args.skip_ours, run_yolo=bool(args.yolo_models),
         warmup_images=args.warmup, timed_images=args.timed_images, seed=args.seed, amp=args.amp,
         validate_in_training=args.validate_in_training, onnx=not args.no_onnx,
-        overrides=tuple(args.overrides))
+        overrides=tuple(item for group in args.overrides for item in group))
     if args.config is not None:
         settings.config = args.config
     return settings
