@@ -147,7 +147,8 @@ def test_regression_cli_set_takes_several_overrides_like_train(tmp_path: Path) -
          "--work-dir", str(tmp_path), "--set", "loss.probiou_weight=1", "targets.gaussian_overlap=0.1",
          "--set", "model.head_width=32"])
     settings = tool._accuracy_settings(args)
-    assert settings.overrides == ("loss.probiou_weight=1", "targets.gaussian_overlap=0.1", "model.head_width=32")
+    assert settings.overrides == ("loss.probiou_weight=1", "targets.gaussian_overlap=0.1",
+                                  "model.head_width=32")
 
 
 def test_settings_need_a_budget(tmp_path: Path) -> None:
