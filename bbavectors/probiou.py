@@ -55,6 +55,11 @@ def tlrb_gaussian(center: Tensor, tlrb: Tensor) -> tuple[Tensor, Tensor]:
     return mean, cov
 
 
+def _det2(m: Tensor) -> Tensor:
+    """Determinants of ``(..., 2, 2)`` symmetric matrices, written out (no LU, exact for 2 x 2)."""
+    return m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 0, 1]
+
+
 def hellinger_distance(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) -> Tensor:
     """Hellinger distance between 2-D Gaussians (module docstring), ``1 - ProbIoU``.
 
@@ -70,12 +75,12 @@ def hellinger_distance(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor)
     c2 = cov2.to(dtype) + eye
     s = (c1 + c2) / 2
     a, b, c = s[..., 0, 0], s[..., 1, 1], s[..., 0, 1]
-    det_s = a * b - c * c
+    det_s = _det2(s)
     d = mean1.to(dtype) - mean2.to(dtype)
     dx, dy = d[..., 0], d[..., 1]
     mahalanobis = (b * dx * dx - 2 * c * dx * dy + a * dy * dy) / det_s
-    det1 = (c1[..., 0, 0] * c1[..., 1, 1] - c1[..., 0, 1] ** 2).clamp_min(VARIANCE_FLOOR ** 2)
-    det2 = (c2[..., 0, 0] * c2[..., 1, 1] - c2[..., 0, 1] ** 2).clamp_min(VARIANCE_FLOOR ** 2)
+    det1 = _det2(c1).clamp_min(VARIANCE_FLOOR ** 2)
+    det2 = _det2(c2).clamp_min(VARIANCE_FLOOR ** 2)
     bhattacharyya = mahalanobis / 8 + 0.5 * (torch.log(det_s) - 0.5 * (torch.log(det1) + torch.log(det2)))
     # B >= 0 in exact arithmetic; rounding can dip below, and sqrt'(0) is infinite: a tiny floor.
     return torch.sqrt((1 - torch.exp(-bhattacharyya)).clamp_min(1e-12))

@@ -469,9 +469,7 @@ def test_ideal_outputs_have_peaks_only_at_centres() -> None:
 # targets.gaussian_shape = "box": an ellipse along the oriented box
 # ----------------------------------------------------------------------------------------------
 def _encode_one(obb: tuple[float, float, float, float, float], cfg: TargetConfig) -> dict[str, torch.Tensor]:
-    poly = torch.tensor(obb_to_poly(np.array([obb], dtype=np.float64)), dtype=torch.float32)
-    return encode_targets([poly], [torch.zeros(1, dtype=torch.long)], [torch.zeros(1, dtype=torch.long)],
-                          1, (128, 128), cfg)
+    return _one(obb_to_poly(np.array([obb], dtype=np.float64)), cfg=cfg)
 
 
 def test_box_gaussian_hand_values_axis_aligned_thin_box() -> None:
