@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ from test_train_engine import make_tiny_dataset, tiny_config
 from tool_loader import load_tool
 
 from bbavectors.checkpoint import load_checkpoint
+from bbavectors.engine import budget_run
 from bbavectors.engine.budget import plan_time_budget, process_start_time, validations_in
+from bbavectors.engine.budget_run import RunBudget
 from bbavectors.engine.distributed import DistInfo
 from bbavectors.engine.metrics_log import read_metrics
 from bbavectors.engine.optim import WarmupSchedule
@@ -89,6 +92,110 @@ def test_reshape_during_warmup_keeps_the_warmup() -> None:
     s.reshape(5, 50)
     assert [s(i) for i in range(10)] == pytest.approx([(i + 1) / 10 for i in range(10)])
     assert s(10) == pytest.approx(1.0) and s(30) == pytest.approx(0.5) and s(50) == pytest.approx(0.0)
+
+
+# ------------------------------------------------------------------------------ drift re-plans
+class _Clock:
+    """Stands in for the ``time`` module inside budget_run: both clocks advance only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.records: list[dict[str, object]] = []
+
+    def log(self, kind: str, step: int, epoch: int, values: dict[str, object]) -> None:
+        self.records.append({"kind": kind, "step": step, **values})
+
+
+def _fake_trainer(schedule: WarmupSchedule) -> SimpleNamespace:
+    return SimpleNamespace(epoch=0, step=0, dist=SimpleNamespace(is_main=True), metrics=_Metrics(),
+                           scheduler=SimpleNamespace(lr_lambdas=[schedule]))
+
+
+def _run_epochs(budget: RunBudget, tr: SimpleNamespace, clock: _Clock, sec_per_step: float,
+                epochs: int) -> None:
+    """Train ``epochs`` whole epochs at ``sec_per_step`` (no validation, instant saves)."""
+    for _ in range(epochs):
+        for _ in range(budget.steps_per_epoch):
+            clock.now += sec_per_step
+            tr.step += 1
+        budget.mark_epoch_end(tr.step)
+        tr.epoch += 1
+        budget.after_epoch(tr)
+
+
+def _planned_budget(monkeypatch: pytest.MonkeyPatch) -> tuple[RunBudget, SimpleNamespace, _Clock]:
+    """A 100-minute budget, 100 steps per epoch, planned at 1 s per step after an 8-step probe."""
+    clock = _Clock()
+    monkeypatch.setattr(budget_run, "time", clock)
+    budget = RunBudget(100.0, clock.now, steps_per_epoch=100, val_every=1000)
+    tr = _fake_trainer(WarmupSchedule(total_steps=10_000, warmup_steps=10, steps_per_epoch=100))
+    clock.now += 8.0
+    tr.step = 8
+    budget.sec_per_step = 1.0
+    budget._marks["planned"] = (clock.now, tr.step)
+    budget._apply(tr, "first estimate")  # type: ignore[arg-type]
+    return budget, tr, clock
+
+
+def test_first_epoch_step_time_drives_the_first_replan(monkeypatch: pytest.MonkeyPatch) -> None:
+    budget, tr, clock = _planned_budget(monkeypatch)
+    # 8 s spent on 8 steps, then 1 s a step up to 0.97 * 6000 s.
+    assert budget.plan is not None and budget.plan.total_steps == 5820
+    for _ in range(92):
+        clock.now += 1.2
+        tr.step += 1
+    budget.mark_epoch_end(tr.step)
+    tr.epoch = 1
+    budget.after_epoch(tr)  # type: ignore[arg-type]
+    assert budget.plans == 2 and budget.sec_per_step == pytest.approx(1.2)
+
+
+def test_regression_45_minute_ssdd_run_stopped_4_minutes_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first epoch (loader warming up) measured 1.23 s per step, the rest of the run 1.145: the
+    one-time re-plan kept 1.23 and the run used 2438 s of its 2700. Each whole epoch after the first
+    now re-plans when its step time drifted by more than 5 % from the plan's."""
+    budget, tr, clock = _planned_budget(monkeypatch)
+    _run_epochs(budget, tr, clock, 1.0, 1)
+    assert budget.plans == 1  # the first epoch matched the probe
+    planned = budget.steps_or(0)
+    _run_epochs(budget, tr, clock, 0.9, 1)
+    assert budget.plans == 2 and budget.sec_per_step == pytest.approx(0.9)
+    assert budget.steps_or(0) > planned
+    assert budget.plan is not None and budget.plan.predicted_seconds <= 0.97 * 6000 + 1e-6
+    record = tr.metrics.records[-1]
+    assert record["kind"] == "budget" and "drifted" in str(record["reason"])
+    # Within 5 % of the new estimate: no re-plan, however many epochs.
+    _run_epochs(budget, tr, clock, 0.92, 5)
+    assert budget.plans == 2
+    # Slower again (a busy machine): the run shortens instead of overrunning.
+    before = budget.steps_or(0)
+    _run_epochs(budget, tr, clock, 1.1, 1)
+    assert budget.plans == 3 and budget.steps_or(0) < before
+    assert budget.sec_per_step == pytest.approx(1.1)  # the last epoch's, not diluted by the earlier ones
+    # The run ends inside its budget when the step time holds.
+    while tr.step < budget.steps_or(0):
+        clock.now += 1.1
+        tr.step += 1
+    assert 0.95 * 6000 <= clock.now - budget.clock0 <= 6000
+
+
+def test_no_drift_replan_after_a_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    budget, tr, clock = _planned_budget(monkeypatch)
+    saved = budget.state()
+    resumed = RunBudget(100.0, clock.now, steps_per_epoch=100, val_every=1000)
+    assert resumed.restore(saved)
+    _run_epochs(resumed, tr, clock, 0.5, 3)
+    assert resumed.plans == saved["plans"] and resumed.steps_or(0) == saved["total_steps"]
 
 
 # ------------------------------------------------------------------------------ runs

@@ -11,7 +11,10 @@ A budgeted run ends near its budget with a *finished* learning-rate schedule, no
 3. Once, after the first epoch, the plan is re-made from that epoch's measured step time and the
    measured checkpoint time, when the step time was off by more than :data:`REPLAN_TOLERANCE`
    (loader workers warming up); and once after the first validation when its measured time was off
-   by as much. Only the remaining part of the schedule changes; the learning rate never jumps.
+   by as much. After that, whenever the step time of the last whole epoch(s) (at least 20 steps, the
+   training loop only) drifts from the plan's by as much: a first epoch slower than the rest (a
+   45-minute run stopped 4 minutes early on it) or a machine that gets busier. Only the remaining
+   part of the schedule changes; the learning rate never jumps. A resumed run keeps its saved plan.
 
 The budget clock starts when the process started (:func:`process_start_time`: interpreter start,
 imports and data set generation included).

@@ -1,4 +1,4 @@
-"""The time budget inside a run: probe the step time, plan, re-plan once, log, save, restore.
+"""The time budget inside a run: probe the step time, plan, re-plan when it drifts, log, save, restore.
 
 The rules are in :mod:`bbavectors.engine.budget` (the planning itself is a pure function there).
 Under torchrun every decision (plan now? re-plan?) and every measured cost is rank 0's, broadcast, so
@@ -34,6 +34,9 @@ __all__ = ["RunBudget"]
 
 logger = logging.getLogger(__name__)
 
+#: Whole epochs are pooled until they hold this many steps before a drift check (tiny epochs are noisy).
+DRIFT_MIN_STEPS = 20
+
 
 def _off(measured: float, estimate: float, tolerance: float = REPLAN_TOLERANCE, floor_s: float = 0.5) -> bool:
     """``measured`` differs from ``estimate`` by more than ``tolerance`` (and by more than ``floor_s``)."""
@@ -58,6 +61,10 @@ class RunBudget:
         self.measured_val: float | None = None
         self.measured_save: float | None = None
         self.step_checked = self.val_checked = False
+        #: Drift re-plans allowed (off after a resume: the saved plan is kept).
+        self.follow_drift = True
+        #: Training-loop seconds and steps of the whole epochs since the last drift check.
+        self._window_s, self._window_steps = 0.0, 0
         self.plans = 0
         self._seen = 0
         self._created = time.perf_counter()
@@ -134,8 +141,10 @@ class RunBudget:
             self.measured_val = seconds
 
     def after_epoch(self, tr: Trainer) -> None:
-        """The one-time re-plans: after the first epoch (step time, save time), after the first
-        validation (its time); each only when the estimate was off (:data:`REPLAN_TOLERANCE`)."""
+        """The re-plans (module docstring of :mod:`~bbavectors.engine.budget`): once after the first
+        epoch (step time, save time) and after the first validation (its time); then whenever the step
+        time of the whole epochs since the last plan drifted from the plan's; each only when off by
+        more than :data:`REPLAN_TOLERANCE`."""
         if not self.active or self.plan is None or tr.epoch >= self.plan.epochs:
             return
         reasons = []
@@ -149,6 +158,13 @@ class RunBudget:
             if self.measured_save is not None and _off(self.measured_save, self.save_seconds):
                 reasons.append(f"save {self.save_seconds:.2f} -> {self.measured_save:.2f} s")
                 self.save_seconds = self.measured_save
+        elif self.follow_drift and self._window_steps >= DRIFT_MIN_STEPS:
+            recent = self._window_s / self._window_steps
+            if _off(recent, self.sec_per_step, floor_s=0.0):
+                reasons.append(f"step time drifted {self.sec_per_step:.3f} -> {recent:.3f} s "
+                               f"over {self._window_steps} steps")
+                self.sec_per_step = recent
+            self._window_s, self._window_steps = 0.0, 0
         if not self.val_checked and self.measured_val is not None:
             self.val_checked = True
             if _off(self.measured_val, self.val_seconds):
@@ -157,10 +173,19 @@ class RunBudget:
         reasons = broadcast_object(reasons)
         if reasons:
             self._apply(tr, "re-estimate (" + ", ".join(reasons) + ")")
+        self._marks["epoch_start"] = (time.perf_counter(), tr.step)
 
     def mark_epoch_end(self, step: int) -> None:
-        if self.active and "epoch_end" not in self._marks:
-            self._marks["epoch_end"] = (time.perf_counter(), step)
+        """Called when an epoch's training loop ends (before its save and validation)."""
+        if not self.active:
+            return
+        now = time.perf_counter()
+        if "epoch_end" not in self._marks:
+            self._marks["epoch_end"] = (now, step)
+        if "epoch_start" in self._marks:  # whole epochs only: the first one warms the loader up
+            t0, s0 = self._marks["epoch_start"]
+            self._window_s += now - t0
+            self._window_steps += step - s0
 
     def _apply(self, tr: Trainer, why: str) -> None:
         assert self.minutes is not None
@@ -171,6 +196,7 @@ class RunBudget:
         self.plan = plan_time_budget(budget_s, self.sec_per_step, self.steps_per_epoch, self.val_seconds,
                                      self.val_every, self.save_seconds, self.elapsed(), tr.step)
         self.plans += 1
+        self._window_s, self._window_steps = 0.0, 0
         tr.scheduler.lr_lambdas[0].reshape(tr.step, self.plan.total_steps)  # type: ignore[attr-defined]
         if tr.dist.is_main:
             logger.info("time budget %.1f min, %s: %.3f s/step, validation ~%.1f s, save ~%.2f s, "
@@ -219,4 +245,5 @@ class RunBudget:
         self.val_seconds, self.save_seconds = float(saved["val_seconds"]), float(saved["save_seconds"])
         self.plans = int(saved["plans"])
         self.step_checked = self.val_checked = True
+        self.follow_drift = False
         return True
