@@ -162,6 +162,10 @@ class LossConfig:
     cls_theta_weight: float = 1.0
     #: Weight of the ProbIoU box loss (bbavectors.losses; 0 = the original BBAVectors loss).
     probiou_weight: float = 0.0
+    #: Cells up to this many cells from an object's centre cell (a (2r+1)^2 square) also learn its box,
+    #: weighted by the heatmap target there (0 = the centre cell only, the original): the decoded peak
+    #: often lands next to the centre cell.
+    regress_radius: int = 0
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
     #: Score the ``t, r, b, l`` vectors against the best of their 4 cyclic relabelings (the same box):
@@ -336,6 +340,9 @@ def validate_config(cfg: Config) -> Config:
     for key in ("hm_weight", "wh_weight", "reg_weight", "cls_theta_weight", "probiou_weight"):
         weight = getattr(cfg.loss, key)
         _check(math.isfinite(weight) and weight >= 0, f"loss.{key} must be a number >= 0, got {weight}")
+    radius = cfg.loss.regress_radius
+    _check(isinstance(radius, int) and not isinstance(radius, bool) and 0 <= radius <= 3,
+           f"loss.regress_radius must be an integer in 0..3, got {cfg.loss.regress_radius!r}")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.base_batch_size >= 1, f"train.base_batch_size must be >= 1, got {t.base_batch_size}")

@@ -32,6 +32,13 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   ``reg`` and ``t, r, b, l`` vectors and the target box, mean over valid slots. Scale-free (the
   smooth L1 is in output cells, so a small object's loose box costs it little) and blind to the
   vectors' labelling. Always computed and logged: it also measures how tight the boxes are.
+* ``regress_radius = r > 0``: the ``wh``, ``reg``, ``cls_theta`` and ``probiou`` terms also read the
+  cells up to ``r`` cells from each centre cell (in the map, not under ``hm_ignore``, not another
+  object's peak), each weighted by the heatmap target there (the centre cell weighs 1) and the sums
+  divided by the sum of the weights. Such a cell learns the same box: the same vectors (they are
+  measured from the exact centre) and the offset ``reg - (dx, dy)``, which may leave ``[0, 1)``
+  (``reg`` has no activation). Why: the decoder reads the box at the heatmap's peak, and the peak of
+  a wide Gaussian often lands one cell off the centre cell, where the original never trained a box.
 
 Everything is computed in float32 whatever the autocast dtype of the outputs.
 """
@@ -53,6 +60,7 @@ __all__ = [
     "cyclic_vector_smooth_l1",
     "masked_bce",
     "masked_probiou_distance",
+    "neighbour_slots",
 ]
 
 
@@ -102,11 +110,52 @@ def gather_at_centres(feature: Tensor, ind: Tensor) -> Tensor:
     return feature[batch_idx, :, ys, xs]
 
 
+def neighbour_slots(targets: dict[str, Tensor], radius: int, hw: tuple[int, int]) -> dict[str, Tensor]:
+    """The regression slots of ``targets`` extended to the cells around each centre (module docstring).
+
+    Args:
+        targets: :func:`bbavectors.targets.encode_targets` output (``ind, mask, reg, wh, cls_theta``
+            with ``K`` slots, ``hm``, optional ``hm_ignore``).
+        radius: ``r``; hw: the output map ``(h, w)``.
+    Returns:
+        ``ind`` ``(B, K * (2r+1)^2)`` long, ``weight`` ``(B, K * (2r+1)^2)`` float32 (1 at valid centres,
+        the heatmap target at usable neighbours, else 0), ``reg`` ``(B, K * (2r+1)^2, 2)``, ``wh``,
+        ``cls_theta`` (repeated); the centre slots first, in order.
+    """
+    h, w = hw
+    ind, mask = targets["ind"], targets["mask"]
+    ys = torch.div(ind, w, rounding_mode="floor")
+    xs = ind - ys * w
+    heat = targets["hm"].amax(dim=1).flatten(1)  # (B, h * w)
+    if targets.get("hm_ignore") is not None:
+        heat = heat.masked_fill(targets["hm_ignore"].flatten(1), 0.0)
+    offsets = [(0, 0)] + [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
+                          if (dx, dy) != (0, 0)]
+    inds, weights, regs = [], [], []
+    for dx, dy in offsets:
+        nx, ny = xs + dx, ys + dy
+        inside = mask & (nx >= 0) & (nx < w) & (ny >= 0) & (ny < h)
+        n_ind = torch.where(inside, ny * w + nx, ind)
+        if (dx, dy) == (0, 0):
+            weight = mask.float()
+        else:
+            at = heat.gather(1, n_ind)
+            # Another object's peak (target 1) keeps its own box.
+            weight = torch.where(inside & (at < 1.0), at, torch.zeros_like(at))
+        inds.append(n_ind)
+        weights.append(weight)
+        regs.append(targets["reg"] - targets["reg"].new_tensor([dx, dy]))
+    n = len(offsets)
+    return {"ind": torch.cat(inds, 1), "weight": torch.cat(weights, 1), "reg": torch.cat(regs, 1),
+            "wh": targets["wh"].repeat(1, n, 1), "cls_theta": targets["cls_theta"].repeat(1, n, 1)}
+
+
 def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Smooth L1 (beta 1) summed over valid slots and channels / (valid slots * channels).
 
     Args:
-        pred, target: ``(B, K, D)``; mask: ``(B, K)`` bool.
+        pred, target: ``(B, K, D)``; mask: ``(B, K)`` bool, or float weights (the sums are weighted
+            and divided by the sum of the weights).
     Returns:
         Scalar; exactly 0 when no slot is valid.
     """
@@ -121,7 +170,7 @@ def cyclic_vector_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tenso
 
     Args:
         pred, target: ``(B, K, 10)``: ``t, r, b, l`` as ``(x, y)`` pairs, then the external ``w, h``;
-            mask: ``(B, K)`` bool.
+            mask: ``(B, K)`` bool or float weights.
     Returns:
         Scalar, normalised as :func:`masked_smooth_l1` (equal to it when the labeling already fits
         best); exactly 0 when no slot is valid.
@@ -142,7 +191,7 @@ def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Binary cross-entropy with logits, mean over valid slots.
 
     Args:
-        logits, target: ``(B, K, 1)``; mask: ``(B, K)`` bool.
+        logits, target: ``(B, K, 1)``; mask: ``(B, K)`` bool or float weights.
     Returns:
         Scalar; exactly 0 when no slot is valid.
     """
@@ -160,7 +209,7 @@ def masked_probiou_distance(
 
     Args:
         pred_reg, target_reg: ``(B, K, 2)``; pred_wh, target_wh: ``(B, K, 10)`` (only the ``t, r, b, l``
-            vectors, channels 0-7, are used); mask: ``(B, K)`` bool.
+            vectors, channels 0-7, are used); mask: ``(B, K)`` bool or float weights.
     Returns:
         Scalar in ``[0, 1]``; exactly 0 when no slot is valid.
     """
@@ -169,8 +218,8 @@ def masked_probiou_distance(
     mean_t, cov_t = tlrb_gaussian(target_reg.float(), target_wh[..., :8].float().reshape(b, k, 4, 2))
     m = mask.float()
     # Only valid slots enter the formula (unused slots hold zeros: a degenerate box).
-    distance = torch.where(mask, hellinger_distance(mean_p, cov_p, mean_t, cov_t), torch.zeros_like(m))
-    return distance.sum() / m.sum().clamp_min(1.0)
+    distance = torch.where(m > 0, hellinger_distance(mean_p, cov_p, mean_t, cov_t), torch.zeros_like(m))
+    return (distance * m).sum() / m.sum().clamp_min(1.0)
 
 
 class BBAVLoss(nn.Module):
@@ -191,7 +240,11 @@ class BBAVLoss(nn.Module):
         self, outputs: dict[str, Tensor], targets: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.cfg
-        ind, mask = targets["ind"], targets["mask"]
+        if cfg.regress_radius > 0:
+            slots = neighbour_slots(targets, cfg.regress_radius, (outputs["wh"].shape[-2], outputs["wh"].shape[-1]))
+            ind, mask = slots["ind"], slots["weight"]
+        else:
+            slots, ind, mask = targets, targets["ind"], targets["mask"]
         pred_wh = gather_at_centres(outputs["wh"], ind)
         pred_reg = gather_at_centres(outputs["reg"], ind)
         parts = {
@@ -199,10 +252,10 @@ class BBAVLoss(nn.Module):
                 outputs["hm"], targets["hm"], targets.get("hm_ignore"), cfg.focal_alpha, cfg.focal_beta
             ),
             "wh": (cyclic_vector_smooth_l1 if cfg.cyclic_vectors else masked_smooth_l1)(
-                pred_wh, targets["wh"], mask),
-            "reg": masked_smooth_l1(pred_reg, targets["reg"], mask),
-            "cls_theta": masked_bce(gather_at_centres(outputs["cls_theta"], ind), targets["cls_theta"], mask),
-            "probiou": masked_probiou_distance(pred_reg, pred_wh, targets["reg"], targets["wh"], mask),
+                pred_wh, slots["wh"], mask),
+            "reg": masked_smooth_l1(pred_reg, slots["reg"], mask),
+            "cls_theta": masked_bce(gather_at_centres(outputs["cls_theta"], ind), slots["cls_theta"], mask),
+            "probiou": masked_probiou_distance(pred_reg, pred_wh, slots["reg"], slots["wh"], mask),
         }
         total = (
             cfg.hm_weight * parts["hm"]

@@ -96,3 +96,11 @@ def test_crop_on_objects_outside_0_1_is_rejected_by_the_config_check(p: float) -
     cfg.augment.crop_on_objects = p
     with pytest.raises(ConfigError, match="augment.crop_on_objects"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("radius", [-1, 4, True])
+def test_regress_radius_outside_0_3_is_rejected_by_the_config_check(radius: int) -> None:
+    cfg = Config()
+    cfg.loss.regress_radius = radius
+    with pytest.raises(ConfigError, match="loss.regress_radius"):
+        validate_config(cfg)

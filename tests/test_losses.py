@@ -18,6 +18,7 @@ from bbavectors.losses import (
     gather_at_centres,
     masked_bce,
     masked_smooth_l1,
+    neighbour_slots,
 )
 from bbavectors.targets import encode_targets, ideal_outputs
 from DOTA_devkit.geometry import obb_to_poly
@@ -248,3 +249,79 @@ def test_cyclic_vectors_zero_without_objects_and_in_bbavloss() -> None:
     plain = BBAVLoss(LossConfig())(noisy, t)[1]["wh"]
     cyclic = BBAVLoss(LossConfig(cyclic_vectors=True))(noisy, t)[1]["wh"]
     assert float(cyclic) == pytest.approx(float(plain), rel=1e-6)  # a uniform offset: shift 0 fits best
+
+
+# ----------------------------------------------------------------------------------------------
+# Box regression from the cells around each centre (loss.regress_radius)
+# ----------------------------------------------------------------------------------------------
+def _one_object_targets(overlap: float = 0.1) -> dict[str, torch.Tensor]:
+    """One 40 x 16 px box centred at (42, 30) px: centre cell (10, 7), offset (0.5, 0.5), radius 1."""
+    poly = torch.from_numpy(obb_to_poly(np.array([[42.0, 30.0, 40.0, 16.0, 0.0]]))).float()
+    cfg = replace(TargetConfig(), max_objects=2, gaussian_overlap=overlap)
+    return encode_targets([poly], [torch.tensor([0])], [torch.tensor([0])], 1, (64, 64), cfg)
+
+
+def test_neighbour_slots_hand_values() -> None:
+    t = _one_object_targets()
+    assert int(t["ind"][0, 0]) == 7 * 16 + 10 and t["reg"][0, 0].tolist() == pytest.approx([0.5, 0.5])
+    slots = neighbour_slots(t, 1, (16, 16))
+    k = 2  # slots per image; offsets in the order centre, then (dx, dy) row by row
+    ind, weight, reg = slots["ind"][0], slots["weight"][0], slots["reg"][0]
+    assert ind.shape == (9 * k,) and slots["wh"].shape == (1, 9 * k, 10)
+    assert weight[0] == 1.0 and weight[1] == 0.0  # the object's centre; the unused slot
+    # Radius 1, sigma 0.5: edge neighbours exp(-2), corners exp(-4).
+    expected = {(-1, -1): math.exp(-4), (0, -1): math.exp(-2), (1, -1): math.exp(-4), (-1, 0): math.exp(-2),
+                (1, 0): math.exp(-2), (-1, 1): math.exp(-4), (0, 1): math.exp(-2), (1, 1): math.exp(-4)}
+    for n, (dxy, value) in enumerate(expected.items(), start=1):
+        dx, dy = dxy
+        assert int(ind[n * k]) == (7 + dy) * 16 + 10 + dx
+        assert float(weight[n * k]) == pytest.approx(value, rel=1e-5)
+        assert float(weight[n * k + 1]) == 0.0
+        assert reg[n * k].tolist() == pytest.approx([0.5 - dx, 0.5 - dy])
+    assert torch.equal(slots["wh"][0, 3 * k], t["wh"][0, 0])
+
+
+def test_neighbour_slots_skip_the_map_border_and_other_peaks() -> None:
+    polys = obb_to_poly(np.array([[2.0, 30.0, 40.0, 16.0, 0.0], [10.0, 30.0, 40.0, 16.0, 0.0]]))
+    cfg = replace(TargetConfig(), max_objects=2, gaussian_overlap=0.1)
+    t = encode_targets([torch.from_numpy(polys).float()], [torch.tensor([0, 0])], [torch.tensor([0, 0])], 1,
+                       (64, 64), cfg)
+    assert t["ind"][0].tolist() == [7 * 16 + 0, 7 * 16 + 2]
+    slots = neighbour_slots(t, 1, (16, 16))
+    weight = slots["weight"][0].view(9, 2)
+    offsets = [(0, 0)] + [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0)]
+    left = [n for n, (dx, _) in enumerate(offsets) if dx == -1]
+    assert weight[left, 0].eq(0).all() and weight[left, 1].gt(0).all()  # the first object is at the border
+    # Two cells to the right of the first centre lies the second object's peak: 0 at radius 2.
+    wide = neighbour_slots(t, 2, (16, 16))
+    offsets2 = [(0, 0)] + [(dx, dy) for dy in range(-2, 3) for dx in range(-2, 3) if (dx, dy) != (0, 0)]
+    at_other_peak = offsets2.index((2, 0))
+    assert float(wide["weight"][0].view(25, 2)[at_other_peak, 0]) == 0.0
+    assert float(wide["weight"][0].view(25, 2)[offsets2.index((1, 0)), 0]) > 0.0
+
+
+def test_regress_radius_trains_the_cells_around_the_centre() -> None:
+    t = _one_object_targets()
+    out = ideal_outputs(t)  # a perfect box at the centre cell only
+    at_centre = BBAVLoss(LossConfig(regress_radius=0))(out, t)[1]
+    around = BBAVLoss(LossConfig(regress_radius=1))(out, t)[1]
+    assert float(at_centre["wh"]) == 0.0 and float(at_centre["probiou"]) < 1e-5
+    assert float(around["wh"]) > 0.01 and float(around["reg"]) > 0.01 and float(around["probiou"]) > 0.01
+    # The same box written at every cell of the 3 x 3 (offsets shifted): zero loss again.
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            x, y = 10 + dx, 7 + dy
+            out["wh"][0, :, y, x] = t["wh"][0, 0]
+            out["reg"][0, :, y, x] = t["reg"][0, 0] - torch.tensor([dx, dy], dtype=torch.float32)
+            out["cls_theta"][0, :, y, x] = out["cls_theta"][0, :, 7, 10]
+    perfect = BBAVLoss(LossConfig(regress_radius=1))(out, t)[1]
+    assert float(perfect["wh"]) == 0.0 and float(perfect["reg"]) == pytest.approx(0.0, abs=1e-7)
+    assert float(perfect["probiou"]) < 1e-5
+
+
+def test_regress_radius_weights_normalise_to_a_weighted_mean() -> None:
+    pred = torch.tensor([[[1.0], [3.0]]])
+    target = torch.zeros(1, 2, 1)
+    weight = torch.tensor([[1.0, 0.25]])
+    # smooth L1: 0.5 and 2.5; weighted mean (0.5 + 0.25 * 2.5) / 1.25 = 0.9.
+    assert float(masked_smooth_l1(pred, target, weight)) == pytest.approx(0.9)
