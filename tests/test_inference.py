@@ -29,7 +29,8 @@ from bbavectors.inference.runner import (
 )
 from bbavectors.inference.scenes import SceneSettings, predict_scene, scene_windows
 from bbavectors.models.builder import build_model
-from bbavectors.targets import encode_targets, ideal_outputs
+from bbavectors.roundtrip import ideal_outputs
+from bbavectors.targets import encode_targets
 from DOTA_devkit.labels import DotaObject, write_dota_label
 from DOTA_devkit.merge import merge_detections
 from DOTA_devkit.split import sliding_windows

@@ -20,7 +20,8 @@ from bbavectors.losses import (
     masked_smooth_l1,
     neighbour_slots,
 )
-from bbavectors.targets import encode_targets, ideal_outputs
+from bbavectors.roundtrip import ideal_outputs
+from bbavectors.targets import encode_targets
 from DOTA_devkit.geometry import obb_to_poly
 
 

@@ -25,7 +25,8 @@ from bbavectors.data.synthetic import make_synthetic_dataset
 from bbavectors.engine.draw import prediction_picture, save_picture
 from bbavectors.engine.validate import run_validation
 from bbavectors.models.builder import build_model
-from bbavectors.targets import encode_targets, ideal_outputs
+from bbavectors.roundtrip import ideal_outputs
+from bbavectors.targets import encode_targets
 from DOTA_devkit.classes import SYNTHETIC
 from DOTA_devkit.labels import DotaObject, LabelFile
 

@@ -17,7 +17,8 @@ import torch
 import bbavectors.decode as decode_mod
 from bbavectors.config import DecodeConfig, TargetConfig
 from bbavectors.decode import decode_detections
-from bbavectors.targets import encode_targets, ideal_outputs, roundtrip_polygons
+from bbavectors.roundtrip import ideal_outputs, roundtrip_polygons
+from bbavectors.targets import encode_targets
 from DOTA_devkit.classes import SYNTHETIC
 from DOTA_devkit.eval import evaluate_task1
 from DOTA_devkit.geometry import horizontal_iou, obb_to_poly, poly_iou, poly_iou_matrix

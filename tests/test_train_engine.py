@@ -28,7 +28,8 @@ from bbavectors.engine.distributed import DistInfo
 from bbavectors.engine.draw import PANEL_GAP, prediction_picture
 from bbavectors.engine.trainer import NonFiniteLossError, Trainer
 from bbavectors.engine.validate import DetectionAccumulator, run_validation
-from bbavectors.targets import encode_targets, ideal_outputs
+from bbavectors.roundtrip import ideal_outputs
+from bbavectors.targets import encode_targets
 from bbavectors.visualize import class_colors
 from DOTA_devkit.classes import SYNTHETIC
 

@@ -194,7 +194,8 @@ def _add_accuracy(sub: Any) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed predictions before timing (default 5)")
     p.add_argument("--timed-images", type=int, help="time only the first N validation images")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"),
-                   help="our mixed precision (default: none on the CPU, the recipe's on a GPU)")
+                   help="our mixed precision (default: the recipe's; bf16 falls back to float32 on a CPU "
+                        "without native bf16)")
     p.add_argument("--validate-in-training", action="store_true",
                    help="let our run validate while it trains (inside its budget; default off, as YOLO)")
     p.add_argument("--no-onnx", action="store_true",

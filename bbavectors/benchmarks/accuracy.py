@@ -112,9 +112,8 @@ def train_ours(settings: AccuracySettings) -> Path:
         args += ["--epochs", str(settings.max_epochs)]
     if settings.threads is not None:
         args += ["--threads", str(settings.threads)]
-    amp = settings.amp if settings.amp is not None else ("none" if settings.device == "cpu" else None)
-    if amp is not None:
-        args += ["--amp", amp]
+    if settings.amp is not None:
+        args += ["--amp", settings.amp]
     if settings.input_size is not None:
         args += ["--input-size", str(settings.input_size)]
     if settings.batch_size is not None:

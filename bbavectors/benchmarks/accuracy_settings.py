@@ -63,8 +63,9 @@ class AccuracySettings:
     warmup_images: int = 5
     timed_images: int | None = None
     seed: int = 0
-    #: Our run's mixed precision; None: "none" on the CPU (bf16 autocast measured slower there,
-    #: docs/benchmarks.md), the recipe's on a GPU. Ultralytics always runs with amp=False (offline).
+    #: Our run's mixed precision; None: the recipe's (its bf16 falls back to float32 on a CPU without
+    #: native bf16; measured 2-2.5x faster than float32 on 2-core CPUs with AVX512-BF16 or AMX,
+    #: docs/benchmarks.md). Ultralytics always runs with amp=False (offline, no CPU AMP).
     amp: str | None = None
     #: Let our run validate on the validation split while it trains (inside its budget). Off: the
     #: whole budget trains, as for YOLO (``val=False``); the scoring below is the same either way.

@@ -5,9 +5,9 @@
   core, against :func:`original_style_targets` (the original BBAVectors ground-truth loop,
   re-implemented step for step: ``cv2.minAreaRect``, CornerNet radius, numpy Gaussian windows,
   ``cv2.boxPoints`` midpoints, raster IoU with ``cv2.fillPoly``), timed in the same run.
-* :func:`bbavectors.targets.horizontal_band_halfwidth`: the angular half-width of the
+* :func:`bbavectors.roundtrip.horizontal_band_halfwidth`: the angular half-width of the
   "horizontal" band of the ``cls_theta`` rule, analytically.
-* :func:`bbavectors.targets.roundtrip_polygons`: polygon -> targets -> ideal logits -> decode, for
+* :func:`bbavectors.roundtrip.roundtrip_polygons`: polygon -> targets -> ideal logits -> decode, for
   many polygons at once.
 * :func:`measure_cls_theta_rule`: per threshold, the fraction of real boxes that are
   "horizontal" and the worst round-trip IoU.
@@ -35,7 +35,8 @@ from DOTA_devkit.geometry import horizontal_iou, obb_to_poly, poly_iou, poly_to_
 from DOTA_devkit.labels import read_dota_label
 
 from ..config import DOWN_RATIO, TargetConfig
-from ..targets import encode_targets, horizontal_band_halfwidth, roundtrip_polygons
+from ..roundtrip import horizontal_band_halfwidth, roundtrip_polygons
+from ..targets import encode_targets
 
 __all__ = [
     "random_polygons",
