@@ -241,7 +241,8 @@ class BBAVLoss(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.cfg
         if cfg.regress_radius > 0:
-            slots = neighbour_slots(targets, cfg.regress_radius, (outputs["wh"].shape[-2], outputs["wh"].shape[-1]))
+            map_hw = (outputs["wh"].shape[-2], outputs["wh"].shape[-1])
+            slots = neighbour_slots(targets, cfg.regress_radius, map_hw)
             ind, mask = slots["ind"], slots["weight"]
         else:
             slots, ind, mask = targets, targets["ind"], targets["mask"]
