@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .cpu_cores import usable_cores
+
 __all__ = [
     "AMP_MODES",
     "resolve_device",
@@ -103,16 +105,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain module inside DistributedDataParallel and ``torch.compile`` wrappers."""
     inner = getattr(model, "module", model)
     return getattr(inner, "_orig_mod", inner)  # type: ignore[no-any-return]
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask; all cores where there is none).
-
-    (``bbavectors.export.onnx_runner`` has its own copy: it must not import torch.)"""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def configure_cpu_threads(device: torch.device, threads: int | None = None) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from DOTA_devkit.geometry import rotated_nms_per_class
+
+from ..cpu_cores import usable_cores
 
 __all__ = ["OnnxModelInfo", "OnnxDetector", "letterbox_numpy", "read_onnx_metadata", "create_session",
            "OPTIMIZATION_LEVELS", "usable_cores"]
@@ -174,14 +175,6 @@ def create_session(
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{path} is not a loadable ONNX model: {reason}") from e
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask; all cores where there is none)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _session(path: Path, providers: Sequence[str] | None) -> Any:
