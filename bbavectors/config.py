@@ -181,6 +181,10 @@ class DecodeConfig:
     score_thresh: float = 0.1
     #: cls_theta probability above which the vectors (not the external box) are used.
     cls_theta_thresh: float = 0.5
+    #: Decode each rotated box as the rectangle with its vectors' Gaussian (the quantity the ProbIoU
+    #: loss trains; bbavectors.probiou.gaussian_rectangle) instead of the vectors' own parallelogram
+    #: (the original's corners c + t + l, ..., a diamond when the vectors mix two labellings).
+    rectangles: bool = False
     #: Rotated NMS IoU threshold per class; <= 0 disables NMS.
     nms_thresh: float = 0.1
 

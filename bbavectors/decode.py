@@ -10,7 +10,10 @@ Steps (``d = down_ratio``):
 4. ``sigmoid(cls_theta) > cls_theta_thresh``: the ``t, r, b, l`` vectors (``wh[0:8] * d``); else the
    external box (``w, h = wh[8:10] * d``) as vectors ``t = (0, -h/2)``, ``r = (w/2, 0)``,
    ``b = (0, h/2)``, ``l = (-w/2, 0)``;
-5. corners ``tl = c + t + l``, ``tr = c + t + r``, ``br = c + b + r``, ``bl = c + b + l``
+5. with ``rectangles`` (``decode.rectangles``), the rotated boxes' vectors are first replaced by
+   the rectangle with the same Gaussian (:func:`bbavectors.probiou.gaussian_rectangle`: the
+   quantity the ProbIoU loss trains; the raw vectors may form a diamond);
+6. corners ``tl = c + t + l``, ``tr = c + t + r``, ``br = c + b + r``, ``bl = c + b + l``
    (:func:`bbavectors.geometry.tlrb_to_poly`).
 
 :func:`decode_topk` stops there, with static shapes and only ONNX-exportable ops (max_pool2d,
@@ -28,6 +31,7 @@ from torch import Tensor
 
 from .config import DOWN_RATIO, DecodeConfig
 from .geometry import rotated_nms_per_class, tlrb_to_poly
+from .probiou import gaussian_rectangle
 
 __all__ = ["decode_topk", "decode_detections", "select_detections", "peak_logits", "horizontal_vectors"]
 
@@ -57,7 +61,8 @@ def _gather_channels(feature: Tensor, pix: Tensor) -> Tensor:
 
 
 def decode_topk(
-    outputs: dict[str, Tensor], top_k: int, cls_theta_thresh: float, down_ratio: int = DOWN_RATIO
+    outputs: dict[str, Tensor], top_k: int, cls_theta_thresh: float, down_ratio: int = DOWN_RATIO,
+    rectangles: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The ``top_k`` best peaks per image as quadrilaterals; no threshold, no NMS, static shapes.
 
@@ -67,6 +72,8 @@ def decode_topk(
         top_k: ``K``, detections per image.
         cls_theta_thresh: sigmoid(cls_theta) above which the vectors are used.
         down_ratio: output stride.
+        rectangles: rotated boxes as the rectangle of their vectors' Gaussian (module docstring,
+            step 5); False: the vectors' own parallelogram (the original BBAVectors).
     Returns:
         ``polygons (B, K, 8)`` float32 in network-input pixels (corners tl, tr, br, bl),
         ``scores (B, K)`` float32 sorted decreasing, ``classes (B, K)`` int64; padding entries (fewer
@@ -93,6 +100,9 @@ def decode_topk(
     rotated_vecs = wh[..., :8].reshape(b, top_k, 4, 2) * down_ratio
     level_vecs = horizontal_vectors(wh[..., 8:10] * down_ratio)
     use_vectors = torch.sigmoid(theta) > cls_theta_thresh
+    if rectangles:
+        rotated_centre, rotated_vecs = gaussian_rectangle(centre, rotated_vecs)
+        centre = torch.where(use_vectors[..., None], rotated_centre, centre)
     vecs = torch.where(use_vectors[..., None, None], rotated_vecs, level_vecs)
     polygons = tlrb_to_poly(centre, vecs)
     # Padding (fewer than top_k peaks) is all zeros, so that every runtime returns the same thing
@@ -113,7 +123,8 @@ def decode_detections(
 
     Args:
         outputs: head logits (see :func:`decode_topk`), any batch size.
-        cfg: top_k, score_thresh (kept: score > thresh), cls_theta_thresh, nms_thresh (<= 0: no NMS).
+        cfg: top_k, score_thresh (kept: score > thresh), cls_theta_thresh, rectangles, nms_thresh
+            (<= 0: no NMS).
         down_ratio: output stride.
         letterbox: ``(B, 3)`` ``[scale, pad_x, pad_y]`` per image: polygons are mapped back with
             ``x = (x' - pad_x) / scale``; None keeps network-input pixels.
@@ -121,7 +132,8 @@ def decode_detections(
         One dict per image: ``polygons (N, 8)`` float32, ``scores (N,)`` float32, ``classes (N,)``
         int64, sorted by decreasing score, on the outputs' device.
     """
-    polygons, scores, classes = decode_topk(outputs, cfg.top_k, cfg.cls_theta_thresh, down_ratio)
+    polygons, scores, classes = decode_topk(outputs, cfg.top_k, cfg.cls_theta_thresh, down_ratio,
+                                            rectangles=cfg.rectangles)
     return select_detections(polygons, scores, classes, cfg, letterbox)
 
 

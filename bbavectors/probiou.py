@@ -23,6 +23,16 @@ and of length 4. A cyclic relabelling of the vectors (``r, b, l, t``) only chang
 **The distance.** With ``S = (cov1 + cov2) / 2`` and ``d = mean1 - mean2``, the Bhattacharyya
 distance ``B = d^T S^-1 d / 8 + ln(det S / sqrt(det cov1 det cov2)) / 2`` and the Hellinger distance
 ``H = sqrt(1 - exp(-B))`` in ``[0, 1]``: 0 for identical boxes. ``1 - H`` is the "ProbIoU".
+
+**Blind to the parallelogram's shape, hence** :func:`gaussian_rectangle`. Many parallelograms share
+one Gaussian: the rhombus with half edges ``p = (L, -W) / sqrt(2)`` and ``q = (L, W) / sqrt(2)`` has
+``p p^T + q q^T = diag(L^2, W^2)``, the covariance of the axis-aligned ``2L x 2W`` rectangle. A
+network trained with ProbIoU (and a smooth L1 whose vector labelling jumps at axis alignment) may
+predict that rhombus, at no ProbIoU cost, for a near-axis ship: its corners ``c + t + l`` ... are a
+diamond with polygon IoU about 0.5 against the ship. :func:`gaussian_rectangle` decodes the
+rectangle whose Gaussian is the prediction's (same mean, same covariance): the eigenvectors of
+``cov`` are its axes and ``sqrt(3 * eigenvalue)`` its half sides. The rhombus above gives back the
+``2L x 2W`` rectangle; a prediction that is already a rectangle is returned unchanged.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["VARIANCE_FLOOR", "tlrb_gaussian", "hellinger_distance"]
+__all__ = ["VARIANCE_FLOOR", "tlrb_gaussian", "hellinger_distance", "gaussian_rectangle"]
 
 #: Added to both variances (squared units of the input): a collapsed prediction (all vectors 0,
 #: as at initialisation) keeps a finite log-determinant, hence a gradient that grows it back.
@@ -84,3 +94,41 @@ def hellinger_distance(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor)
     bhattacharyya = mahalanobis / 8 + 0.5 * (torch.log(det_s) - 0.5 * (torch.log(det1) + torch.log(det2)))
     # B >= 0 in exact arithmetic; rounding can dip below, and sqrt'(0) is infinite: a tiny floor.
     return torch.sqrt((1 - torch.exp(-bhattacharyya)).clamp_min(1e-12))
+
+
+def gaussian_rectangle(center: Tensor, tlrb: Tensor) -> tuple[Tensor, Tensor]:
+    """The rectangle with the same Gaussian as the parallelogram of ``center`` and ``tlrb`` (module
+    docstring), as a centre and ``t, r, b, l`` vectors again.
+
+    Closed form for the 2 x 2 eigenproblem, with elementary operations only (sqrt, where; no
+    atan2, no eigh), so that it exports to ONNX inside the decoder. With ``cov = [[a, k], [k, d]]``:
+    ``lambda = (a + d) / 2 +- rho``, ``rho = sqrt(((a - d) / 2)^2 + k^2)``; the long axis
+    ``u = (cos phi, sin phi)`` with ``cos 2 phi = (a - d) / (2 rho)`` and ``sin phi`` of the sign of
+    ``k``; ``v = (-sin phi, cos phi)``. The vectors are ``t = -B v``, ``r = A u``, ``b = B v``,
+    ``l = -A u`` with half sides ``A = sqrt(3 lambda_1) >= B = sqrt(3 lambda_2)``: their corners
+    (:func:`bbavectors.geometry.tlrb_to_poly`) are those of the rectangle, ``t`` points to image-up
+    for an axis-aligned box (``phi = 0``) and a square's axes (``rho = 0``) are the image axes.
+
+    Args:
+        center: ``(..., 2)`` centres; tlrb: ``(..., 4, 2)`` predicted vectors.
+    Returns:
+        ``center (..., 2)`` (the parallelogram's centre ``c + (t + r + b + l) / 2``) and
+        ``tlrb (..., 4, 2)``, in the input's dtype.
+    """
+    mean, cov = tlrb_gaussian(center, tlrb)
+    a, d, k = cov[..., 0, 0], cov[..., 1, 1], cov[..., 0, 1]
+    half_diff = (a - d) / 2
+    rho = torch.sqrt(half_diff * half_diff + k * k)
+    big = (a + d) / 2 + rho
+    small = ((a + d) / 2 - rho).clamp_min(0.0)
+    isotropic = rho <= 1e-12
+    cos_2phi = torch.where(isotropic, torch.ones_like(rho), half_diff / rho.clamp_min(1e-12))
+    cos_phi = torch.sqrt(((1 + cos_2phi) / 2).clamp_min(0.0))
+    sin_phi = torch.sqrt(((1 - cos_2phi) / 2).clamp_min(0.0))
+    sin_phi = torch.where(k < 0, -sin_phi, sin_phi)
+    u = torch.stack([cos_phi, sin_phi], dim=-1)
+    v = torch.stack([-sin_phi, cos_phi], dim=-1)
+    half_long = torch.sqrt(3 * big)[..., None]
+    half_short = torch.sqrt(3 * small)[..., None]
+    vectors = torch.stack([-half_short * v, half_long * u, half_short * v, -half_long * u], dim=-2)
+    return mean, vectors

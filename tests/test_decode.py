@@ -131,6 +131,45 @@ def test_cls_theta_switch_by_hand() -> None:
     np.testing.assert_allclose(polys[0, 0].numpy(), [1, 3, 25, 3, 25, 19, 1, 19], atol=1e-5)
 
 
+def test_rectangles_by_hand() -> None:
+    # A rhombus in cells: t = (2, -0.75), r = (2, 0.75), b = -t, l = -r (half edges p = t, q = r),
+    # the diamond with corners c + 4(t + l) = c + (0, -6), c + 4(t + r) = c + (16, 0), ...; its
+    # Gaussian is the axis-aligned box of half sides 4 * 2 * sqrt(2) by 4 * 0.75 * sqrt(2) cells.
+    vectors = [2, -0.75, 2, 0.75, -2, 0.75, -2, -0.75]
+    peak = _single_peak(vectors, (6, 4), theta_logit=3.0)
+    diamond, _, _ = decode_topk(peak, 1, 0.5)
+    np.testing.assert_allclose(diamond[0, 0].numpy(), [13, 5, 29, 11, 13, 17, -3, 11], atol=1e-5)
+    rect, _, _ = decode_topk(peak, 1, 0.5, rectangles=True)
+    a, b = 8 * math.sqrt(2), 3 * math.sqrt(2)
+    want = [13 - a, 11 - b, 13 + a, 11 - b, 13 + a, 11 + b, 13 - a, 11 + b]
+    np.testing.assert_allclose(rect[0, 0].numpy(), want, atol=1e-4)
+    # A level box (cls_theta off) keeps its external box either way.
+    level = _single_peak(vectors, (6, 4), theta_logit=-3.0)
+    for flag in (False, True):
+        polys, _, _ = decode_topk(level, 1, 0.5, rectangles=flag)
+        np.testing.assert_allclose(polys[0, 0].numpy(), [1, 3, 25, 3, 25, 19, 1, 19], atol=1e-5)
+    # decode_detections reads the flag from the config.
+    dets = decode_detections(peak, DecodeConfig(top_k=1, score_thresh=0.0, rectangles=True))[0]
+    np.testing.assert_allclose(dets["polygons"][0].numpy(), rect[0, 0].numpy(), atol=1e-5)
+
+
+def test_rectangles_keep_rectangular_predictions() -> None:
+    outputs = _random_outputs(2, 2, 8, 8, seed=4)
+    # Make every cell's vectors a rectangle: t, r from random values, b = -t, l = -r, r _|_ t.
+    wh = outputs["wh"]
+    t = wh[:, 0:2]
+    r = torch.stack([-t[:, 1], t[:, 0]], dim=1) * 1.7
+    outputs["wh"] = torch.cat([t, r, -t, -r, wh[:, 8:]], dim=1)
+    plain = decode_topk(outputs, 30, 0.5)
+    rect = decode_topk(outputs, 30, 0.5, rectangles=True)
+    got = rect[0].reshape(2, 30, 4, 2).double()
+    want = plain[0].reshape(2, 30, 4, 2).double()
+    assert torch.equal(rect[1], plain[1]) and torch.equal(rect[2], plain[2])
+    for i in range(2):
+        for k in range(30):
+            assert float(torch.cdist(got[i, k], want[i, k]).min(dim=1).values.max()) < 1e-3
+
+
 def test_letterbox_inverse_per_image() -> None:
     outputs = _random_outputs(2, 2, 8, 8, seed=9)
     cfg = DecodeConfig(top_k=10, score_thresh=0.0, nms_thresh=0.0)
@@ -218,12 +257,14 @@ def test_decoded_corners_are_the_geometry_modules_polygon_of_the_planted_box() -
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_decode_topk_exports_to_onnx() -> None:
+@pytest.mark.parametrize("rectangles", [False, True])
+def test_decode_topk_exports_to_onnx(rectangles: bool) -> None:
     ort = pytest.importorskip("onnxruntime")
 
     class Wrapper(torch.nn.Module):
         def forward(self, hm, wh, reg, theta):  # type: ignore[no-untyped-def]
-            return decode_topk({"hm": hm, "wh": wh, "reg": reg, "cls_theta": theta}, 40, 0.5)
+            return decode_topk({"hm": hm, "wh": wh, "reg": reg, "cls_theta": theta}, 40, 0.5,
+                               rectangles=rectangles)
 
     outputs = _random_outputs(2, 3, 6, 5, seed=2)
     args = (outputs["hm"], outputs["wh"], outputs["reg"], outputs["cls_theta"])

@@ -526,6 +526,44 @@ def test_test_tool_with_onnx_equals_checkpoint_run(exported: tuple[Path, str], c
         assert total > 0
 
 
+def test_rectangles_decoder_exported_and_checked(exported: tuple[Path, str], tmp_path: Path) -> None:
+    """``--rectangles`` puts the rectangle decoder into the graph (the tool's own check compares it
+    with PyTorch), records it in the metadata, and runs like ``--checkpoint ... --rectangles``."""
+    model = peaky_model()
+    with torch.no_grad():
+        model.heads.cls_theta[-1].bias.fill_(8.0)  # every box decoded from its (random) vectors
+    checkpoint = tmp_path / "rotated.pt"
+    save_checkpoint(checkpoint, model, tiny_config(), list(SYNTHETIC), epoch=1)
+    out = tmp_path / "rect.onnx"
+    argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--input-size", str(INPUT),
+            "--top-k", str(TOP_K), "--rectangles"]
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        rc = load_tool("export_onnx").main(argv)
+    assert rc == 0, buffer.getvalue()
+    assert read_onnx_metadata(out).rectangles is True
+    assert read_onnx_metadata(exported[0]).rectangles is False
+    image = random_rgb(230, 270, seed=5)
+    graph = Predictor.from_onnx(out, score_thresh=0.2)
+    assert graph.decode_cfg.rectangles is True
+    eager = Predictor.from_checkpoint(checkpoint, device="cpu", score_thresh=0.2, rectangles=True)
+    plain = Predictor.from_checkpoint(checkpoint, device="cpu", score_thresh=0.2)
+    got, want, raw = (p.predict_images([image])[0] for p in (graph, eager, plain))
+    check = compare_detections(got, want, cutoff=0.2)
+    assert check.num_matched > 0 and check.unmatched == 0 and check.max_box_diff < 1e-2, check.notes
+    # The tiny model's vectors are not rectangles: the flag changes the boxes (the best-scored box is
+    # the same peak either way; NMS may keep different others).
+    assert float(want["scores"][0]) == float(raw["scores"][0])
+    assert float((want["polygons"][0] - raw["polygons"][0]).abs().max()) > 0.5
+    with pytest.raises(ValueError, match="exported graph"):
+        Predictor(graph.onnx, graph.cfg, graph.classes, rectangles=False)  # type: ignore[arg-type]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = load_tool("test").main(["--onnx", str(out), "--images", str(tmp_path), "--out",
+                                     str(tmp_path / "res"), "--no-rectangles"])
+    assert rc == 2 and "--rectangles applies to --checkpoint" in err.getvalue()
+
+
 # ------------------------------------------------------------------------------------ TensorRT
 def test_tensorrt_engine_builds(exported: tuple[Path, str]) -> None:
     trt = pytest.importorskip("tensorrt", reason="tensorrt not installed (optional; docs/deployment.md)")

@@ -10,7 +10,7 @@ import torch
 
 from bbavectors.geometry import obb_to_tlrb
 from bbavectors.losses import masked_probiou_distance
-from bbavectors.probiou import VARIANCE_FLOOR, hellinger_distance, tlrb_gaussian
+from bbavectors.probiou import VARIANCE_FLOOR, gaussian_rectangle, hellinger_distance, tlrb_gaussian
 
 
 def _axis_aligned(w: float, h: float) -> torch.Tensor:
@@ -134,3 +134,74 @@ def test_masked_loss_ignores_invalid_slots_and_is_zero_without_objects() -> None
     assert float(none) == 0.0
     pred_wh[0, 0, 2] += 1.0  # r longer: a looser box counts
     assert float(masked_probiou_distance(target_reg, pred_wh, target_reg, target_wh, mask)) > 0.05
+
+
+# ------------------------------------------------------------------------------ gaussian_rectangle
+def _corners(center: torch.Tensor, tlrb: torch.Tensor) -> torch.Tensor:
+    from bbavectors.geometry import tlrb_to_poly
+
+    return tlrb_to_poly(center, tlrb).reshape(-1, 4, 2)
+
+
+def _same_corners(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
+    """Both ``(4, 2)`` corner sets hold the same points, in any order."""
+    return bool(torch.cdist(a.double(), b.double()).min(dim=1).values.max() < atol)
+
+
+def test_gaussian_rectangle_of_the_docstring_rhombus_is_the_box() -> None:
+    # Half edges p = (L, -W)/sqrt(2), q = (L, W)/sqrt(2) with L = 4, W = 1.5: the corners c + t + l ...
+    # of t = p, b = -p, r = q, l = -q are the diamond (0, -2.83), (5.66, 0), (0, 2.83), (-5.66, 0)
+    # (half diagonals sqrt(2) L and sqrt(2) W), whose Gaussian is the 8 x 3 box's.
+    s = math.sqrt(2)
+    p = torch.tensor([4 / s, -1.5 / s], dtype=torch.float64)
+    q = torch.tensor([4 / s, 1.5 / s], dtype=torch.float64)
+    diamond = torch.stack([p, q, -p, -q])
+    centre = torch.tensor([10.0, 20.0], dtype=torch.float64)
+    diamond_corners = torch.tensor([[0, -1.5 * s], [4 * s, 0], [0, 1.5 * s], [-4 * s, 0]],
+                                   dtype=torch.float64)
+    assert _same_corners(_corners(centre, diamond)[0] - centre, diamond_corners)
+    new_centre, vectors = gaussian_rectangle(centre, diamond)
+    assert new_centre.tolist() == [10.0, 20.0]
+    torch.testing.assert_close(vectors, _axis_aligned(8, 3))
+    assert _same_corners(_corners(new_centre, vectors)[0],
+                         torch.tensor([[6, 18.5], [14, 18.5], [14, 21.5], [6, 21.5]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.3, -0.7, math.pi / 2 - 0.01, 1.2, math.pi / 2])
+def test_gaussian_rectangle_keeps_a_rectangle(angle: float) -> None:
+    obb = torch.tensor([[3.0, -2.0, 12.0, 5.0, angle], [0.0, 0.0, 5.0, 12.0, angle]], dtype=torch.float64)
+    centre = obb[:, :2]
+    vectors = obb_to_tlrb(obb)
+    new_centre, new_vectors = gaussian_rectangle(centre, vectors)
+    torch.testing.assert_close(new_centre, centre)
+    for k in range(2):
+        assert _same_corners(_corners(new_centre, new_vectors)[k], _corners(centre, vectors)[k])
+    # The long side is r - l, the short side b - t, and the two are perpendicular.
+    t, r, b, l = new_vectors.unbind(-2)
+    torch.testing.assert_close((r - l).norm(dim=-1), torch.full((2,), 12.0, dtype=torch.float64))
+    torch.testing.assert_close((b - t).norm(dim=-1), torch.full((2,), 5.0, dtype=torch.float64))
+    torch.testing.assert_close(((r - l) * (b - t)).sum(-1), torch.zeros(2, dtype=torch.float64))
+
+
+def test_gaussian_rectangle_matches_an_eigendecomposition() -> None:
+    """The closed form against torch.linalg.eigh on random parallelograms (the slow reference)."""
+    gen = torch.Generator().manual_seed(0)
+    centre = torch.randn(200, 2, generator=gen, dtype=torch.float64) * 10
+    vectors = torch.randn(200, 4, 2, generator=gen, dtype=torch.float64) * 6
+    new_centre, new_vectors = gaussian_rectangle(centre, vectors)
+    mean, cov = tlrb_gaussian(centre, vectors)
+    torch.testing.assert_close(new_centre, mean)
+    _, new_cov = tlrb_gaussian(new_centre, new_vectors)
+    torch.testing.assert_close(new_cov, cov)
+    eigenvalues, _ = torch.linalg.eigh(cov)
+    t, r, b, l = new_vectors.unbind(-2)
+    torch.testing.assert_close((r - l).norm(dim=-1) / 2, torch.sqrt(3 * eigenvalues[:, 1]))
+    torch.testing.assert_close((b - t).norm(dim=-1) / 2, torch.sqrt(3 * eigenvalues[:, 0].clamp_min(0)),
+                               atol=1e-6, rtol=1e-6)
+    assert float(((r - l) * (b - t)).sum(-1).abs().max()) < 1e-8
+
+
+def test_gaussian_rectangle_of_collapsed_vectors_is_a_point() -> None:
+    new_centre, new_vectors = gaussian_rectangle(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 4, 2))
+    assert new_centre.tolist() == [[1.0, 2.0]]
+    assert torch.isfinite(new_vectors).all() and float(new_vectors.abs().max()) == 0.0

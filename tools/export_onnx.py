@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
     p.add_argument("--nms", action="store_true",
                    help="put the exact per-class rotated NMS in the graph (default: the runner does it)")
+    p.add_argument("--rectangles", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode rotated boxes as rectangles in the graph (--no-rectangles: the raw "
+                        "parallelograms); default: the checkpoint's decode.rectangles")
     p.add_argument("--static", action="store_true", help="fixed input shape (1, 3, S, S) instead of dynamic")
     p.add_argument("--float-input", action="store_true",
                    help="input float32 already normalised (default: uint8 RGB, normalised in the graph)")
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out = export_checkpoint(args.checkpoint, out, input_size=args.input_size, top_k=args.top_k,
                                 opset=args.opset, with_nms=args.nms, dynamic=not args.static,
-                                dynamo=not args.torchscript, normalize_inside=not args.float_input)
+                                dynamo=not args.torchscript, normalize_inside=not args.float_input,
+                                rectangles=args.rectangles)
     except (OSError, CheckpointLoadError, ValueError) as e:  # ImageReadError is an OSError
         print(f"export_onnx.py: error: {one_line(e)}", file=sys.stderr)
         return 2

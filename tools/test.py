@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--score-thresh", type=float, help="score threshold (default: the checkpoint's)")
     p.add_argument("--nms-thresh", type=float, default=DOTA_MERGE_NMS_THRESH,
                    help="per-class rotated NMS IoU when merging windows / patches (default 0.1)")
+    p.add_argument("--rectangles", action=argparse.BooleanOptionalAction, default=None,
+                   help="--checkpoint: decode rotated boxes as rectangles (--no-rectangles: the raw "
+                        "parallelograms); default: the checkpoint's decode.rectangles")
     p.add_argument("--amp", choices=AMP_MODES, default="none",
                    help="autocast for --checkpoint: bf16 / fp16 (GPU) or none")
     p.add_argument("--threads", type=int, help="--onnx: intra-op threads (default: the usable cores)")
@@ -72,10 +75,14 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
             raise ValueError("--amp applies to --checkpoint; an ONNX model runs in float32")
         if args.device not in ("auto", "cpu"):
             raise ValueError(f"--onnx runs on the CPU (got --device {args.device})")
+        if args.rectangles is not None:
+            raise ValueError("--rectangles applies to --checkpoint; an exported graph decodes as it was "
+                             "exported (tools/export_onnx.py --rectangles)")
         return Predictor.from_onnx(args.onnx, batch_size=args.batch_size, score_thresh=args.score_thresh,
                                    threads=args.threads)
     return Predictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
-                                     amp=args.amp, score_thresh=args.score_thresh)
+                                     amp=args.amp, score_thresh=args.score_thresh,
+                                     rectangles=args.rectangles)
 
 
 def main(argv: list[str] | None = None) -> int:

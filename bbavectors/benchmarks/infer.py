@@ -423,8 +423,8 @@ def _bench_onnx_backbone(s: OnnxBenchmarkSettings, backbone: str, work: Path, th
     cfg, d = eager.cfg, eager.decode_cfg
     t0 = time.perf_counter()
     path = export_onnx(eager.model, work / f"{backbone}.onnx", input_size=s.input_size, top_k=d.top_k,
-                       cls_theta_thresh=d.cls_theta_thresh, nms_thresh=d.nms_thresh,
-                       score_thresh=d.score_thresh,
+                       cls_theta_thresh=d.cls_theta_thresh, rectangles=d.rectangles,
+                       nms_thresh=d.nms_thresh, score_thresh=d.score_thresh,
                        mean=cfg.data.mean, std=cfg.data.std, classes=eager.classes)
     export_s = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(s.seed)
@@ -455,7 +455,7 @@ def _bench_onnx_backbone(s: OnnxBenchmarkSettings, backbone: str, work: Path, th
             hm, wh, reg, theta = (torch.from_numpy(o) for o in session.run(None, {"x": x}))
             outputs = {"hm": hm, "wh": wh, "reg": reg, "cls_theta": theta}
             with torch.inference_mode():
-                top = decode_topk(outputs, d.top_k, d.cls_theta_thresh, eager.down_ratio)
+                top = decode_topk(outputs, d.top_k, d.cls_theta_thresh, eager.down_ratio, d.rectangles)
                 return select_detections(*top, d, letterbox)
 
         row["ort_decoder_outside_ms"] = 1e3 * _median_seconds(outside, s.iters, s.warmup, eager.device)

@@ -185,6 +185,7 @@ class ExportWrapper(nn.Module):
             None -> input is already-normalised float32.
         down_ratio: output stride of the heads.
         nms_thresh: None = no NMS in the graph; else the IoU threshold of :func:`graph_rotated_nms`.
+        rectangles: rotated boxes decoded as rectangles (``decode.rectangles``, see ``decode_topk``).
 
     ``forward(images)`` -> ``(polygons (B, K, 8) float32, scores (B, K), classes (B, K) int64)``,
     polygons in input pixels (``decode_topk`` pads with score-0 entries when the map has fewer peaks).
@@ -202,6 +203,7 @@ class ExportWrapper(nn.Module):
         std: Sequence[float] | None = IMAGENET_STD,
         down_ratio: int = DOWN_RATIO,
         nms_thresh: float | None = None,
+        rectangles: bool = False,
     ) -> None:
         super().__init__()
         if top_k < 1:
@@ -211,6 +213,7 @@ class ExportWrapper(nn.Module):
         self.model = model
         self.top_k = int(top_k)
         self.cls_theta_thresh = float(cls_theta_thresh)
+        self.rectangles = bool(rectangles)
         self.down_ratio = int(down_ratio)
         self.size_divisor = int(getattr(model, "size_divisor", 32))
         self.nms_thresh = None if nms_thresh is None else float(nms_thresh)
@@ -240,7 +243,8 @@ class ExportWrapper(nn.Module):
         out_w = (w + self.down_ratio - 1) // self.down_ratio
         outputs = self.model(self._pad_to_divisor(x))
         outputs = {name: v[:, :, :out_h, :out_w] for name, v in outputs.items()}
-        polygons, scores, classes = decode_topk(outputs, self.top_k, self.cls_theta_thresh, self.down_ratio)
+        polygons, scores, classes = decode_topk(outputs, self.top_k, self.cls_theta_thresh, self.down_ratio,
+                                                self.rectangles)
         polygons, classes = polygons.float(), classes.to(torch.int64)
         if self.nms_thresh is not None:
             polygons, scores, classes = graph_rotated_nms(polygons, scores, classes, self.nms_thresh)
@@ -296,13 +300,14 @@ def export_onnx(
     batch_size: int | None = None,
     dynamo: bool = True,
     extra_metadata: Mapping[str, str] | None = None,
+    rectangles: bool = False,
 ) -> Path:
     """Export ``model`` + decoder to ``path`` (atomic write) and return the path.
 
     Args:
         model: CTRBOX (kept on its device; put in eval mode for the export, mode restored after).
         input_size: side of the example input and the runner's letterbox size (metadata).
-        top_k, cls_theta_thresh: decoding inside the graph (see :class:`ExportWrapper`).
+        top_k, cls_theta_thresh, rectangles: decoding inside the graph (see :class:`ExportWrapper`).
         opset: ONNX opset (>= 17). The dynamo exporter builds opset 18 and converts down; a model
             that cannot be converted is kept at its own opset (logged, and written in the metadata).
         dynamic: batch, height and width dynamic (dynamo) / batch only (``dynamo=False``);
@@ -336,7 +341,7 @@ def export_onnx(
     wrapper = ExportWrapper(
         model, top_k, cls_theta_thresh,
         mean if normalize_inside else None, std if normalize_inside else None,
-        down_ratio, nms_thresh if with_nms else None,
+        down_ratio, nms_thresh if with_nms else None, rectangles=rectangles,
     )
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -374,6 +379,7 @@ def export_onnx(
         classes=tuple(names),
         top_k=int(top_k),
         cls_theta_thresh=float(cls_theta_thresh),
+        rectangles=bool(rectangles),
         score_thresh=float(score_thresh),
         nms_thresh=float(nms_thresh),
         nms_in_graph=bool(with_nms),
@@ -411,10 +417,12 @@ def export_checkpoint(
     device: str | torch.device = "cpu",
     dynamo: bool = True,
     normalize_inside: bool = True,
+    rectangles: bool | None = None,
 ) -> Path:
     """Export a training checkpoint: mean/std, classes and decode settings come from its config.
 
-    ``input_size`` None takes the config's ``data.input_size``; other arguments as :func:`export_onnx`.
+    ``input_size`` None takes the config's ``data.input_size``, ``rectangles`` None its
+    ``decode.rectangles``; other arguments as :func:`export_onnx`.
     """
     from ..checkpoint import model_from_checkpoint
     from ..config import config_to_dict
@@ -425,6 +433,7 @@ def export_checkpoint(
         input_size=input_size or cfg.data.input_size,
         top_k=top_k,
         cls_theta_thresh=cfg.decode.cls_theta_thresh,
+        rectangles=cfg.decode.rectangles if rectangles is None else rectangles,
         opset=opset,
         dynamic=dynamic,
         with_nms=with_nms,

@@ -88,6 +88,8 @@ class OnnxModelInfo:
     letterbox: str = "top-left"
     down_ratio: int = 4  # bbavectors.config.DOWN_RATIO (this runner imports neither torch nor the package)
     version: str = ""
+    #: The graph decodes rotated boxes as rectangles (``decode.rectangles``; older files: False).
+    rectangles: bool = False
 
     @classmethod
     def metadata_keys(cls) -> tuple[str, ...]:
@@ -130,6 +132,8 @@ class OnnxModelInfo:
         for name in ("cls_theta_thresh", "score_thresh", "nms_thresh"):
             values[name] = float(values[name])
         values["dynamic"] = str(values["dynamic"])
+        if "rectangles" in values:
+            values["rectangles"] = bool(values["rectangles"])
         return cls(**values)
 
 

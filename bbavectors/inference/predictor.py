@@ -152,6 +152,7 @@ class OnnxBackend:
         cfg.data.mean, cfg.data.std = info.mean, info.std
         cfg.decode.top_k = info.top_k
         cfg.decode.cls_theta_thresh = info.cls_theta_thresh
+        cfg.decode.rectangles = info.rectangles
         cfg.decode.score_thresh = info.score_thresh
         cfg.decode.nms_thresh = info.nms_thresh
         return cfg
@@ -173,6 +174,8 @@ class Predictor:
             device; it pays off on GPUs. Not for ONNX backends.
         score_thresh: overrides ``cfg.decode.score_thresh`` when given.
         decode_nms_thresh: overrides ``cfg.decode.nms_thresh`` (per-image NMS) when given.
+        rectangles: overrides ``cfg.decode.rectangles`` when given (PyTorch models; an exported graph
+            decodes as it was exported).
         channels_last: memory format of the model and inputs; default: on for CUDA.
     """
 
@@ -187,6 +190,7 @@ class Predictor:
         score_thresh: float | None = None,
         decode_nms_thresh: float | None = None,
         channels_last: bool | None = None,
+        rectangles: bool | None = None,
     ) -> None:
         if batch_size is not None and batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -196,6 +200,9 @@ class Predictor:
         if self.onnx is not None:
             if amp != "none":
                 raise ValueError(f"amp {amp!r} applies to PyTorch models; an ONNX model runs in float32")
+            if rectangles is not None and rectangles != self.onnx.info.rectangles:
+                raise ValueError(f"rectangles={rectangles} differs from the exported graph's decoder "
+                                 f"({self.onnx.info.rectangles}): export again with the setting wanted")
             device = "cpu"
         self.device = resolve_device(device)
         self.cfg = cfg
@@ -208,6 +215,8 @@ class Predictor:
             self.decode_cfg.score_thresh = float(score_thresh)
         if decode_nms_thresh is not None:
             self.decode_cfg.nms_thresh = float(decode_nms_thresh)
+        if rectangles is not None:
+            self.decode_cfg.rectangles = bool(rectangles)
         self.model: nn.Module | None = None
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
@@ -225,6 +234,7 @@ class Predictor:
         amp: str = "none",
         score_thresh: float | None = None,
         decode_nms_thresh: float | None = None,
+        rectangles: bool | None = None,
     ) -> Predictor:
         """Rebuild the model stored in a checkpoint (EMA weights when present).
 
@@ -236,7 +246,7 @@ class Predictor:
         logger.info("loaded %s: %s, %d classes, input %d", path, cfg.model.backbone, len(classes),
                     cfg.data.input_size)
         return cls(model, cfg, classes, device=device, batch_size=batch_size, amp=amp,
-                   score_thresh=score_thresh, decode_nms_thresh=decode_nms_thresh)
+                   score_thresh=score_thresh, decode_nms_thresh=decode_nms_thresh, rectangles=rectangles)
 
     @classmethod
     def from_onnx(
@@ -311,7 +321,7 @@ class Predictor:
             return self.onnx.run(images)
         with torch.inference_mode():
             return decode_topk(self.forward(images), self.decode_cfg.top_k, self.decode_cfg.cls_theta_thresh,
-                               self.down_ratio)
+                               self.down_ratio, rectangles=self.decode_cfg.rectangles)
 
     def decode(self, outputs: dict[str, Tensor], letterbox: Tensor | None = None) -> list[Detections]:
         """Batched decode of PyTorch logits (threshold, per-class NMS) on the outputs' device.
