@@ -171,6 +171,9 @@ class LossConfig:
     #: Score the ``t, r, b, l`` vectors against the best of their 4 cyclic relabelings (the same box):
     #: no contradictory targets where the labelling rule jumps (boxes near axis alignment).
     cyclic_vectors: bool = False
+    #: Train each object's heatmap peak towards the ProbIoU of the box predicted there (a quality
+    #: focal loss) instead of 1, so that the score ranks tight boxes first.
+    hm_quality: bool = False
 
 
 @dataclass

@@ -39,6 +39,15 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   measured from the exact centre) and the offset ``reg - (dx, dy)``, which may leave ``[0, 1)``
   (``reg`` has no activation). Why: the decoder reads the box at the heatmap's peak, and the peak of
   a wide Gaussian often lands one cell off the centre cell, where the original never trained a box.
+* ``hm_quality``: the positive term of ``L_hm`` becomes a quality focal loss (GFL's QFL) whose
+  target at each object's centre cell is ``q = 1 - d``, ``d`` the (detached) Hellinger distance of
+  the box predicted there::
+
+      pos:  -|q - p|^alpha * (q * log(p) + (1 - q) * log(1 - p))
+
+  equal to the term above at ``q = 1``, smallest at ``p = q``. The peak's height, which is the
+  detection's score, then estimates how well its box fits, so that AP ranks tight boxes first; the
+  original trains every peak to 1 whatever its box.
 
 Everything is computed in float32 whatever the autocast dtype of the outputs.
 """
@@ -60,12 +69,15 @@ __all__ = [
     "cyclic_vector_smooth_l1",
     "masked_bce",
     "masked_probiou_distance",
+    "probiou_distances",
+    "centre_quality_map",
     "neighbour_slots",
 ]
 
 
 def focal_loss_with_logits(
-    logits: Tensor, target: Tensor, ignore: Tensor | None = None, alpha: float = 2.0, beta: float = 4.0
+    logits: Tensor, target: Tensor, ignore: Tensor | None = None, alpha: float = 2.0, beta: float = 4.0,
+    quality: Tensor | None = None,
 ) -> Tensor:
     """CenterNet focal loss from logits (module docstring).
 
@@ -74,6 +86,8 @@ def focal_loss_with_logits(
         target: ``(B, C, h, w)`` in ``[0, 1]``, exactly 1 at object centres.
         ignore: ``(B, 1, h, w)`` or ``(B, C, h, w)`` bool; True pixels add nothing (None: no ignore).
         alpha, beta: focusing exponents.
+        quality: ``(B, 1, h, w)`` or ``(B, C, h, w)`` in ``[0, 1]``, read at the positives only: the
+            quality focal loss with that target there (module docstring, ``hm_quality``); None: 1.
     Returns:
         Scalar: summed loss / max(1, number of positives outside ignore).
     """
@@ -82,7 +96,11 @@ def focal_loss_with_logits(
     log_p = F.logsigmoid(x)
     log_not_p = F.logsigmoid(-x)
     pos = y.eq(1.0)
-    pos_loss = -torch.exp(alpha * log_not_p) * log_p
+    if quality is None:
+        pos_loss = -torch.exp(alpha * log_not_p) * log_p
+    else:
+        q = quality.float().clamp(0.0, 1.0)
+        pos_loss = -(q - torch.sigmoid(x)).abs().pow(alpha) * (q * log_p + (1.0 - q) * log_not_p)
     neg_loss = -torch.pow(1.0 - y, beta) * torch.exp(alpha * log_p) * log_not_p
     per_pixel = torch.where(pos, pos_loss, neg_loss)
     if ignore is not None:
@@ -200,10 +218,10 @@ def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return loss.sum() / (m.sum() * logits.shape[-1]).clamp_min(1.0)
 
 
-def masked_probiou_distance(
+def probiou_distances(
     pred_reg: Tensor, pred_wh: Tensor, target_reg: Tensor, target_wh: Tensor, mask: Tensor
 ) -> Tensor:
-    """Mean Hellinger distance between predicted and target decoded boxes over valid slots.
+    """Hellinger distance between the predicted and the target decoded box of every slot.
 
     The centre cell is common to both boxes, so centres are the ``reg`` offsets alone.
 
@@ -211,15 +229,45 @@ def masked_probiou_distance(
         pred_reg, target_reg: ``(B, K, 2)``; pred_wh, target_wh: ``(B, K, 10)`` (only the ``t, r, b, l``
             vectors, channels 0-7, are used); mask: ``(B, K)`` bool or float weights.
     Returns:
-        Scalar in ``[0, 1]``; exactly 0 when no slot is valid.
+        ``(B, K)`` in ``[0, 1]``, exactly 0 at invalid slots (mask 0).
     """
     b, k, _ = pred_wh.shape
     mean_p, cov_p = tlrb_gaussian(pred_reg.float(), pred_wh[..., :8].float().reshape(b, k, 4, 2))
     mean_t, cov_t = tlrb_gaussian(target_reg.float(), target_wh[..., :8].float().reshape(b, k, 4, 2))
-    m = mask.float()
     # Only valid slots enter the formula (unused slots hold zeros: a degenerate box).
-    distance = torch.where(m > 0, hellinger_distance(mean_p, cov_p, mean_t, cov_t), torch.zeros_like(m))
+    distance = hellinger_distance(mean_p, cov_p, mean_t, cov_t)
+    return torch.where(mask > 0, distance, torch.zeros_like(distance))
+
+
+def masked_probiou_distance(
+    pred_reg: Tensor, pred_wh: Tensor, target_reg: Tensor, target_wh: Tensor, mask: Tensor
+) -> Tensor:
+    """Mean of :func:`probiou_distances` over valid slots (weighted by ``mask`` when it is float).
+
+    Returns:
+        Scalar in ``[0, 1]``; exactly 0 when no slot is valid.
+    """
+    m = mask.float()
+    distance = probiou_distances(pred_reg, pred_wh, target_reg, target_wh, mask)
     return (distance * m).sum() / m.sum().clamp_min(1.0)
+
+
+def centre_quality_map(quality: Tensor, ind: Tensor, mask: Tensor, hw: tuple[int, int]) -> Tensor:
+    """Per-object qualities written at their centre cells, for :func:`focal_loss_with_logits`.
+
+    Args:
+        quality: ``(B, K)`` values; ind: ``(B, K)`` long centre cells ``y * w + x``; mask: ``(B, K)``
+            bool (invalid slots are not written); hw: the map's ``(h, w)``.
+    Returns:
+        ``(B, 1, h, w)`` float32: the quality at each valid centre, 1 elsewhere (only the positives
+        are read, whatever their class).
+    """
+    b, _ = ind.shape
+    h, w = hw
+    out = quality.new_ones(b, h * w + 1, dtype=torch.float32)
+    # Invalid slots write to a spare last cell that is dropped.
+    out.scatter_(1, torch.where(mask.bool(), ind, torch.full_like(ind, h * w)), quality.float())
+    return out[:, : h * w].reshape(b, 1, h, w)
 
 
 class BBAVLoss(nn.Module):
@@ -248,15 +296,24 @@ class BBAVLoss(nn.Module):
             slots, ind, mask = targets, targets["ind"], targets["mask"]
         pred_wh = gather_at_centres(outputs["wh"], ind)
         pred_reg = gather_at_centres(outputs["reg"], ind)
+        distances = probiou_distances(pred_reg, pred_wh, slots["reg"], slots["wh"], mask)
+        quality = None
+        if cfg.hm_quality:
+            # The centre slots come first (neighbour_slots keeps their order).
+            k = targets["ind"].shape[1]
+            quality = centre_quality_map((1.0 - distances[:, :k]).detach(), targets["ind"], targets["mask"],
+                                         (outputs["hm"].shape[-2], outputs["hm"].shape[-1]))
+        m = mask.float()
         parts = {
             "hm": focal_loss_with_logits(
-                outputs["hm"], targets["hm"], targets.get("hm_ignore"), cfg.focal_alpha, cfg.focal_beta
+                outputs["hm"], targets["hm"], targets.get("hm_ignore"), cfg.focal_alpha, cfg.focal_beta,
+                quality,
             ),
             "wh": (cyclic_vector_smooth_l1 if cfg.cyclic_vectors else masked_smooth_l1)(
                 pred_wh, slots["wh"], mask),
             "reg": masked_smooth_l1(pred_reg, slots["reg"], mask),
             "cls_theta": masked_bce(gather_at_centres(outputs["cls_theta"], ind), slots["cls_theta"], mask),
-            "probiou": masked_probiou_distance(pred_reg, pred_wh, slots["reg"], slots["wh"], mask),
+            "probiou": (distances * m).sum() / m.sum().clamp_min(1.0),
         }
         total = (
             cfg.hm_weight * parts["hm"]

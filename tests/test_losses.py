@@ -13,6 +13,7 @@ import torch
 from bbavectors.config import LossConfig, TargetConfig
 from bbavectors.losses import (
     BBAVLoss,
+    centre_quality_map,
     cyclic_vector_smooth_l1,
     focal_loss_with_logits,
     gather_at_centres,
@@ -326,3 +327,83 @@ def test_regress_radius_weights_normalise_to_a_weighted_mean() -> None:
     weight = torch.tensor([[1.0, 0.25]])
     # smooth L1: 0.5 and 2.5; weighted mean (0.5 + 0.25 * 2.5) / 1.25 = 0.9.
     assert float(masked_smooth_l1(pred, target, weight)) == pytest.approx(0.9)
+
+
+# ----------------------------------------------------------------------------------------------
+# Quality-aware heatmap peaks (loss.hm_quality)
+# ----------------------------------------------------------------------------------------------
+def test_quality_focal_loss_at_quality_one_is_the_centernet_focal_loss() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8) * 3
+    target = torch.rand(2, 3, 8, 8) * 0.9
+    target[0, 1, 2, 3] = 1.0
+    target[1, 2, 5, 5] = 1.0
+    plain = focal_loss_with_logits(logits, target)
+    with_ones = focal_loss_with_logits(logits, target, quality=torch.ones(2, 1, 8, 8))
+    assert float(with_ones) == pytest.approx(float(plain), rel=1e-6)
+    assert float(plain) == pytest.approx(float(_plain_focal(logits, target)), rel=1e-5)
+
+
+def test_quality_focal_loss_is_smallest_where_the_peak_equals_the_quality() -> None:
+    target = torch.zeros(1, 1, 3, 3)
+    target[0, 0, 1, 1] = 1.0
+    quality = torch.full((1, 1, 3, 3), 0.6)
+
+    def loss_at(p: float) -> torch.Tensor:
+        logits = torch.full((1, 1, 3, 3), -20.0)
+        logits[0, 0, 1, 1] = math.log(p / (1 - p))
+        logits.requires_grad_(True)
+        value = focal_loss_with_logits(logits, target, quality=quality)
+        value.backward()
+        assert logits.grad is not None
+        return torch.stack([value.detach(), logits.grad[0, 0, 1, 1]])
+
+    at_q, below, above = loss_at(0.6), loss_at(0.5), loss_at(0.7)
+    assert float(at_q[1]) == pytest.approx(0.0, abs=1e-6)  # stationary at p = q
+    assert float(below[1]) < 0 < float(above[1])  # pulled up from below, down from above
+    assert float(at_q[0]) < float(below[0]) and float(at_q[0]) < float(above[0])
+    # By hand at p = q = 0.6: |q - p|^2 = 0, so 0 whatever the entropy term.
+    assert float(at_q[0]) == pytest.approx(0.0, abs=1e-7)
+    # At p = 0.5: -(0.1^2) * (0.6 log 0.5 + 0.4 log 0.5) = 0.01 * log 2 (the negatives add ~0).
+    assert float(below[0]) == pytest.approx(0.01 * math.log(2.0), rel=1e-4)
+
+
+def test_centre_quality_map_writes_valid_slots_only() -> None:
+    quality = torch.tensor([[0.3, 0.9], [0.5, 0.7]])
+    ind = torch.tensor([[5, 0], [0, 15]])
+    mask = torch.tensor([[True, False], [True, True]])
+    out = centre_quality_map(quality, ind, mask, (4, 4))
+    assert out.shape == (2, 1, 4, 4)
+    flat = out.flatten(1)
+    assert float(flat[0, 5]) == pytest.approx(0.3)
+    assert float(flat[0, 0]) == 1.0  # the invalid slot (ind 0) leaves cell 0 alone
+    assert float(flat[1, 0]) == pytest.approx(0.5) and float(flat[1, 15]) == pytest.approx(0.7)
+    assert int((flat != 1.0).sum()) == 3
+
+
+def test_hm_quality_follows_the_box_predicted_at_the_peak() -> None:
+    t = _one_object_targets()
+    out = ideal_outputs(t)
+    plain, quality = BBAVLoss(LossConfig()), BBAVLoss(LossConfig(hm_quality=True))
+    # A perfect box: quality 1, the same heatmap loss as the original.
+    assert float(quality(out, t)[1]["hm"]) == pytest.approx(float(plain(out, t)[1]["hm"]), rel=1e-4)
+    # A loose box at the peak: the peak's target drops below 1, and a confident peak now costs more.
+    loose = {k: v.clone() for k, v in out.items()}
+    loose["wh"][0, :8, 7, 10] *= 0.5
+    loose["wh"].requires_grad_(True)
+    loose["hm"].requires_grad_(True)
+    parts = quality(loose, t)[1]
+    assert float(parts["hm"]) > float(plain(loose, t)[1]["hm"]) + 1e-3
+    # The quality is a target, not a path: the heatmap term sends no gradient into the box.
+    to_hm, to_wh = torch.autograd.grad(parts["hm"], [loose["hm"], loose["wh"]], allow_unused=True)
+    assert to_hm is not None and float(to_hm.abs().sum()) > 0
+    assert to_wh is None or float(to_wh.abs().sum()) == 0.0
+
+
+def test_hm_quality_with_regress_radius_reads_the_centre_slots() -> None:
+    t = _one_object_targets()
+    out = ideal_outputs(t)
+    out["wh"][0, :8, 7, 10] *= 0.5
+    at_centre = BBAVLoss(LossConfig(hm_quality=True))(out, t)[1]["hm"]
+    around = BBAVLoss(LossConfig(hm_quality=True, regress_radius=1))(out, t)[1]["hm"]
+    assert float(around) == pytest.approx(float(at_centre), rel=1e-6)

@@ -143,8 +143,9 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
     predictor = Predictor.from_checkpoint(ckpt_path, device=settings.device, batch_size=1)
     if tuple(predictor.classes) != tuple(classes):
         raise BenchmarkError(f"{ckpt_path}: classes {predictor.classes} differ from {tuple(classes)}")
-    per_image, ms, result = predict_and_score(lambda im: predictor.predict_images([im])[0], settings,
-                                               images, classes)
+    per_image, ms, result = predict_and_score(lambda im: predictor.predict_images([im])[0], images, classes,
+                                              settings.label_dir, warmup=settings.warmup_images,
+                                              timed=settings.timed_images)
     backbone = predictor.cfg.model.backbone
     onnx_ms, onnx_ap07, onnx_note = score_exported(ckpt_path, settings, images, classes)
     return ModelScore(
@@ -177,8 +178,9 @@ def score_exported(ckpt_path: Path, settings: AccuracySettings, images: dict[str
     except Exception as error:  # noqa: BLE001 - an export failure must not lose the training's scores
         logger.warning("ONNX export of %s failed, no ONNX timing: %s", ckpt_path, error)
         return None, None, f"export failed: {error}"
-    _, ms, result = predict_and_score(lambda im: predictor.predict_images([im])[0], settings, images,
-                                       classes)
+    _, ms, result = predict_and_score(lambda im: predictor.predict_images([im])[0], images, classes,
+                                      settings.label_dir, warmup=settings.warmup_images,
+                                      timed=settings.timed_images)
     return ms, result.map07, None
 
 
@@ -223,7 +225,7 @@ def run_accuracy_benchmark(settings: AccuracySettings) -> AccuracyResult:
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     images = _val_images(settings)
     input_size, batch_size, classes = _recipe_sizes(settings)
-    ground_truth = load_ground_truth(Path(settings.data) / "labelTxt", list(images))
+    ground_truth = load_ground_truth(settings.label_dir, list(images))
     val_objects = sum(1 for g in ground_truth.values() for o in g.objects if not o.difficult)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)

@@ -75,6 +75,11 @@ class AccuracySettings:
     #: Extra ``section.key=value`` overrides for our run (``--set``).
     overrides: tuple[str, ...] = ()
 
+    @property
+    def label_dir(self) -> Path:
+        """The data set's DOTA labels, which score every model."""
+        return Path(self.data) / "labelTxt"
+
     def check(self) -> None:
         """Raise ValueError / FileNotFoundError naming the bad setting."""
         if self.minutes is None and self.max_epochs is None:
@@ -87,7 +92,7 @@ class AccuracySettings:
             path = Path(getattr(self, name))
             if not path.exists():
                 raise FileNotFoundError(f"{name} not found: {path}")
-        if not (Path(self.data) / "labelTxt").is_dir():
+        if not self.label_dir.is_dir():
             raise FileNotFoundError(f"{self.data}: no labelTxt/ folder")
 
     def absolute(self) -> AccuracySettings:

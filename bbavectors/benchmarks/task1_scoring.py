@@ -17,7 +17,6 @@ from DOTA_devkit.task1 import ClassDetections
 
 from ..data.image_io import read_image
 from ..inference.predictor import Detections
-from .accuracy_settings import AccuracySettings
 
 __all__ = ["collect_task1", "score_predictions", "timed_predictions", "predict_and_score"]
 
@@ -73,11 +72,12 @@ def timed_predictions(predict: Callable[[NDArray[np.uint8]], Detections], images
     return out, 1000.0 * statistics.median(times)
 
 
-def predict_and_score(predict: Callable[[NDArray[np.uint8]], Detections], settings: AccuracySettings,
-                       images: dict[str, Path], classes: Sequence[str]
-                       ) -> tuple[list[tuple[str, Detections]], float, Task1Result]:
-    """:func:`timed_predictions` then :func:`score_predictions` against the data's labels: the same
-    steps for every model; returns the detections, the median ms per image and the evaluation."""
-    per_image, ms = timed_predictions(predict, images, settings.warmup_images, settings.timed_images)
-    result = score_predictions(per_image, classes, Path(settings.data) / "labelTxt", list(images))
+def predict_and_score(predict: Callable[[NDArray[np.uint8]], Detections], images: dict[str, Path],
+                      classes: Sequence[str], label_dir: Path, *, warmup: int, timed: int | None
+                      ) -> tuple[list[tuple[str, Detections]], float, Task1Result]:
+    """:func:`timed_predictions` then :func:`score_predictions` against the labels in ``label_dir``:
+    the same steps for every model; returns the detections, the median ms per image and the
+    evaluation."""
+    per_image, ms = timed_predictions(predict, images, warmup, timed)
+    result = score_predictions(per_image, classes, label_dir, list(images))
     return per_image, ms, result

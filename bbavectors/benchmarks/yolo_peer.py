@@ -141,7 +141,8 @@ def train_and_score_yolo(model_yaml: str, data_yaml: Path, settings: AccuracySet
         return yolo_obb_to_detections(obb.xyxyxyxy.cpu().numpy(), obb.conf.cpu().numpy(),
                                       obb.cls.cpu().numpy(), yolo_names, classes)
 
-    per_image, ms, result = predict_and_score(predict, settings, images, classes)
+    per_image, ms, result = predict_and_score(predict, images, classes, settings.label_dir,
+                                              warmup=settings.warmup_images, timed=settings.timed_images)
     return ModelScore(
         model=name.replace(".yaml", ""), params=sum(p.numel() for p in trained.model.parameters()),
         budget_minutes=settings.minutes, train_seconds=train_seconds, epochs=epochs, ap07=result.map07,
