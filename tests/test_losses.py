@@ -393,7 +393,7 @@ def test_hm_quality_follows_the_box_predicted_at_the_peak() -> None:
     loose["wh"].requires_grad_(True)
     loose["hm"].requires_grad_(True)
     parts = quality(loose, t)[1]
-    assert float(parts["hm"]) > float(plain(loose, t)[1]["hm"]) + 1e-3
+    assert float(parts["hm"].detach()) > float(plain(loose, t)[1]["hm"].detach()) + 1e-3
     # The quality is a target, not a path: the heatmap term sends no gradient into the box.
     to_hm, to_wh = torch.autograd.grad(parts["hm"], [loose["hm"], loose["wh"]], allow_unused=True)
     assert to_hm is not None and float(to_hm.abs().sum()) > 0
