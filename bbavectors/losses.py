@@ -70,6 +70,7 @@ __all__ = [
     "masked_bce",
     "masked_probiou_distance",
     "probiou_distances",
+    "slot_mean",
     "centre_quality_map",
     "neighbour_slots",
 ]
@@ -247,9 +248,19 @@ def masked_probiou_distance(
     Returns:
         Scalar in ``[0, 1]``; exactly 0 when no slot is valid.
     """
+    return slot_mean(probiou_distances(pred_reg, pred_wh, target_reg, target_wh, mask), mask)
+
+
+def slot_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of per-slot values over valid slots.
+
+    Args:
+        values: ``(B, K)``; mask: ``(B, K)`` bool, or float weights (a weighted mean).
+    Returns:
+        Scalar; exactly 0 when no slot is valid.
+    """
     m = mask.float()
-    distance = probiou_distances(pred_reg, pred_wh, target_reg, target_wh, mask)
-    return (distance * m).sum() / m.sum().clamp_min(1.0)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
 def centre_quality_map(quality: Tensor, ind: Tensor, mask: Tensor, hw: tuple[int, int]) -> Tensor:
@@ -303,7 +314,6 @@ class BBAVLoss(nn.Module):
             k = targets["ind"].shape[1]
             quality = centre_quality_map((1.0 - distances[:, :k]).detach(), targets["ind"], targets["mask"],
                                          (outputs["hm"].shape[-2], outputs["hm"].shape[-1]))
-        m = mask.float()
         parts = {
             "hm": focal_loss_with_logits(
                 outputs["hm"], targets["hm"], targets.get("hm_ignore"), cfg.focal_alpha, cfg.focal_beta,
@@ -313,7 +323,7 @@ class BBAVLoss(nn.Module):
                 pred_wh, slots["wh"], mask),
             "reg": masked_smooth_l1(pred_reg, slots["reg"], mask),
             "cls_theta": masked_bce(gather_at_centres(outputs["cls_theta"], ind), slots["cls_theta"], mask),
-            "probiou": (distances * m).sum() / m.sum().clamp_min(1.0),
+            "probiou": slot_mean(distances, mask),
         }
         total = (
             cfg.hm_weight * parts["hm"]
