@@ -17,7 +17,7 @@ from bbavectors.config import (
     save_config,
     validate_config,
 )
-from bbavectors.models import REFERENCE_BACKBONES
+from bbavectors.models import REFERENCE_BACKBONES, torchvision_backbone_names
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -25,14 +25,16 @@ CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 def test_shipped_configs_exist() -> None:
     names = {p.name for p in CONFIGS}
-    expected = {"dota_resnet101.yaml", "dota_resnet18.yaml", "dota_mobilenetv2.yaml", "hrsc_resnet101.yaml"}
+    expected = {"dota_resnet101.yaml", "dota_resnet18.yaml", "dota_mobilenetv2.yaml", "hrsc_resnet101.yaml",
+                "ssdd_resnet18.yaml", "ssdd_regnet_x_400mf.yaml"}
     assert expected <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_loads(path: Path) -> None:
     cfg = load_config(path)
-    assert cfg.model.backbone in REFERENCE_BACKBONES or cfg.model.backbone.startswith("timm:")
+    backbone = cfg.model.backbone
+    assert backbone in REFERENCE_BACKBONES or backbone in torchvision_backbone_names() or backbone.startswith("timm:")
     assert cfg.model.down_ratio == 4
     assert cfg.data.input_size % 32 == 0
     assert config_from_dict(config_to_dict(cfg)) == cfg
