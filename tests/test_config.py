@@ -31,15 +31,38 @@ def test_shipped_configs_exist() -> None:
 
 
 
-@pytest.mark.parametrize("twin", ["ssdd_regnet_x_400mf.yaml", "ssdd_mobilenetv2.yaml"])
-def test_ssdd_twins_differ_from_the_recipe_only_in_trunk(twin: str) -> None:
-    """The twins are copies of the measured recipe: a value changed in one must change in all."""
+# Each SSDD config is a copy of the measured recipe (the loader has no inheritance) and may differ
+# from it only where a measurement says so (docs/benchmarks.md): a value changed in the recipe must
+# change in every copy.
+SSDD_TWIN_CHANGES = {
+    "ssdd_mobilenetv2.yaml": {("model", "backbone")},
+    # Ninth round: on a float32 CPU the cheaper trunk and no arbitrary-angle rotation each scored higher.
+    "ssdd_regnet_x_400mf.yaml": {("model", "backbone"), ("augment", "rotate")},
+}
+
+
+def _differences(a: dict, b: dict, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    keys = set(a) | set(b)
+    out: set[tuple[str, ...]] = set()
+    for key in keys:
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            out |= _differences(a[key], b[key], (*prefix, key))
+        elif a.get(key) != b.get(key):
+            out.add((*prefix, key))
+    return out
+
+
+@pytest.mark.parametrize("twin", sorted(SSDD_TWIN_CHANGES))
+def test_ssdd_twins_differ_from_the_recipe_only_where_measured(twin: str) -> None:
     recipe = config_to_dict(load_config(CONFIG_DIR / "ssdd_resnet18.yaml"))
     other = config_to_dict(load_config(CONFIG_DIR / twin))
-    for d in (recipe, other):
-        d.pop("name")
-        d["model"].pop("backbone")
-    assert other == recipe
+    assert _differences(recipe, other) == SSDD_TWIN_CHANGES[twin] | {("name",)}
+
+
+def test_differences_finds_nested_changes() -> None:
+    assert _differences({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "d": 3}) == {("a", "c")}
+    assert _differences({"a": 1}, {"a": 1, "e": 2}) == {("e",)}
+
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_loads(path: Path) -> None:
