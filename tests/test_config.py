@@ -30,7 +30,6 @@ def test_shipped_configs_exist() -> None:
     assert expected <= names
 
 
-
 # Each SSDD config is a copy of the measured recipe (the loader has no inheritance) and may differ
 # from it only where a measurement says so (docs/benchmarks.md): a value changed in the recipe must
 # change in every copy.
