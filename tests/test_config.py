@@ -35,8 +35,8 @@ def test_shipped_configs_exist() -> None:
 # change in every copy.
 SSDD_TWIN_CHANGES = {
     "ssdd_mobilenetv2.yaml": {("model", "backbone")},
-    # Eighth to tenth rounds: on a float32 CPU the cheaper trunk, no arbitrary-angle rotation and no
-    # scale or colour jitter each scored higher.
+    # Eighth to tenth rounds: on a float32 CPU the cheaper trunk, then no arbitrary-angle rotation,
+    # then no scale and colour jitter (switched off together) scored higher.
     "ssdd_regnet_x_400mf.yaml": {("model", "backbone"), ("augment", "rotate"), ("augment", "scale_min"),
                                  ("augment", "scale_max"), ("augment", "color_jitter")},
 }
