@@ -35,10 +35,9 @@ def test_shipped_configs_exist() -> None:
 # change in every copy.
 SSDD_TWIN_CHANGES = {
     "ssdd_mobilenetv2.yaml": {("model", "backbone")},
-    # Eighth to tenth rounds: on a float32 CPU the cheaper trunk, then no arbitrary-angle rotation,
-    # then no scale and colour jitter (switched off together) scored higher.
-    "ssdd_regnet_x_400mf.yaml": {("model", "backbone"), ("augment", "rotate"), ("augment", "scale_min"),
-                                 ("augment", "scale_max"), ("augment", "color_jitter")},
+    # Eighth round: on a float32 CPU the cheaper trunk scored higher. (The ninth to eleventh rounds
+    # dropped rotation and the scale and colour jitters from both.)
+    "ssdd_regnet_x_400mf.yaml": {("model", "backbone")},
 }
 
 
