@@ -249,6 +249,18 @@ def test_color_matrix_matches_step_by_step_reference() -> None:
         assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 1
 
 
+def test_color_matrix_ignores_mean_luma_without_jitter() -> None:
+    # augment_sample skips computing the mean luma when color_jitter is 0: a channel shuffle alone
+    # must then give the same matrix whatever the pivot.
+    cfg = only(channel_shuffle=1.0)
+    for seed in range(5):
+        a = sample_color_matrix(np.random.default_rng(seed), cfg, 0.0)
+        b = sample_color_matrix(np.random.default_rng(seed), cfg, 173.0)
+        assert a is not None and b is not None
+        np.testing.assert_array_equal(a, b)
+    assert sample_color_matrix(np.random.default_rng(0), only(), 173.0) is None
+
+
 def test_color_matrix_hand_derived_saturation_zero_gives_gray() -> None:
     lin = np.full((3, 3), 0.0) + np.array([0.299, 0.587, 0.114])[None]
     m = np.concatenate([lin, np.zeros((3, 1))], axis=1)

@@ -438,7 +438,10 @@ def augment_sample(
         objects = polys * params.scale if out_size < size else None
         geometry = sample_geometry(rng, cfg, w * params.scale, h * params.scale, out_size, objects)
         total = geometry @ _linear(params.scale, 0, 0, params.scale)
-        color = sample_color_matrix(rng, cfg, _mean_luma(image))
+        # The mean luma is only the contrast pivot: without colour jitter the contrast is 1 and it
+        # drops out, so skip a full pass over every image on the loader's hot path.
+        mean_luma = _mean_luma(image) if cfg.color_jitter > 0 else 0.0
+        color = sample_color_matrix(rng, cfg, mean_luma)
         source = image if color is None else apply_color_matrix(image, color)
         canvas = warp_image(source, total, out_size)
         lb_polys = transform_points(polys, total)
