@@ -11,7 +11,9 @@ freely between CPU and GPU (``map_location``).
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "model_from_checkpoint",
     "CheckpointLoadError",
     "CheckpointNotFoundError",
+    "CheckpointWriteError",
     "load_untrusted",
     "CHECKPOINT_FORMAT",
 ]
@@ -44,6 +47,11 @@ class CheckpointLoadError(ValueError):
 
 class CheckpointNotFoundError(CheckpointLoadError, FileNotFoundError):
     """The checkpoint path does not name a file."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a read-only folder...): a one-line message
+    naming the file; the file that was at the path before, if any, is left as it was."""
 
 
 def save_checkpoint(
@@ -68,9 +76,25 @@ def save_checkpoint(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a full disk as a bare RuntimeError from its zip writer that names
+        # neither the file nor the cause: say both, with the free space to check it against.
+        raise CheckpointWriteError(f"cannot write {path}: {_write_failure(err, path.parent)}; "
+                                   "the previous file, if any, is unchanged") from err
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def _write_failure(err: BaseException, folder: Path) -> str:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return "the disk is full"
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free on its disk"
+    except OSError:
+        free = "free space unknown"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"{first} ({free})"
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -55,3 +55,24 @@ def test_regression_random_bytes_are_a_one_line_checkpoint_error(tmp_path: Path)
             load_checkpoint(path)
         with pytest.raises(CheckpointLoadError, match="not a usable weight file"):
             read_state_dict(path)
+
+
+def test_regression_full_disk_names_the_checkpoint_and_keeps_the_old_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A full disk made torch.save raise a bare "PytorchStreamWriter failed writing file" that named
+    # neither the checkpoint nor the cause. The old checkpoint must survive and nothing be left.
+    from bbavectors.checkpoint import CheckpointWriteError
+
+    target = tmp_path / "last.pt"
+    save_checkpoint(target, torch.nn.Linear(2, 2), Config(), ["a"], epoch=1)
+
+    def full_disk(obj: object, f: object) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(checkpoint_mod.torch, "save", full_disk)
+    expected = r"cannot write .*last\.pt: .*MiB free on its disk.*unchanged"
+    with pytest.raises(CheckpointWriteError, match=expected):
+        save_checkpoint(target, torch.nn.Linear(2, 2), Config(), ["a"], epoch=2)
+    monkeypatch.undo()
+    assert load_checkpoint(target)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -5,9 +5,7 @@ run (with its learning-rate curve), validation with prediction pictures, and the
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import pickle
 import time
 import zipfile
@@ -19,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..checkpoint import CheckpointLoadError, save_checkpoint
+from ..checkpoint import CheckpointLoadError, CheckpointWriteError, save_checkpoint
 from ..config import Config
 from ..data.image_io import read_image
 from ..models.builder import build_model
@@ -41,10 +39,6 @@ logger = logging.getLogger(__name__)
 PICTURE_SCORE_THRESH = 0.3
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError,
                 zipfile.BadZipFile)
-
-
-class CheckpointWriteError(RuntimeError):
-    """A checkpoint could not be written (disk full, folder gone...): a one-line message."""
 
 
 @dataclass
@@ -132,13 +126,7 @@ def checkpoint_state(tr: Trainer) -> dict[str, Any]:
 
 
 def _save(tr: Trainer, name: str, state: dict[str, Any]) -> None:
-    path = tr.run_dir / name
-    try:
-        save_checkpoint(path, tr.model, tr.cfg, tr.classes, **state)
-    except OSError as e:
-        Path(path.with_name(f".{name}.{os.getpid()}.tmp")).unlink(missing_ok=True)
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or _first_line(e))
-        raise CheckpointWriteError(f"cannot write {path}: {why}") from e
+    save_checkpoint(tr.run_dir / name, tr.model, tr.cfg, tr.classes, **state)
 
 
 def save_epoch(tr: Trainer, improved: bool) -> None:
