@@ -30,6 +30,7 @@ __all__ = [
     "CheckpointLoadError",
     "CheckpointNotFoundError",
     "CheckpointWriteError",
+    "write_torch_file",
     "load_untrusted",
     "CHECKPOINT_FORMAT",
 ]
@@ -69,10 +70,16 @@ def save_checkpoint(
         "classes": list(classes),
         **state,
     }
+    write_torch_file(payload, path)
+
+
+def write_torch_file(obj: Any, path: Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically and durably (see :func:`save_checkpoint`); a failed
+    write raises :class:`CheckpointWriteError` and leaves no temporary file and the old ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(payload, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -93,8 +100,10 @@ def _write_failure(err: BaseException, folder: Path) -> str:
         free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free on its disk"
     except OSError:
         free = "free space unknown"
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return f"{first} ({free})"
+    # Imported here: bbavectors.inference imports this module (only failures pay for the import).
+    from .inference.errors import one_line
+
+    return f"{one_line(err)} ({free})"
 
 
 def _fsync_dir(folder: Path) -> None:

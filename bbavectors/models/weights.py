@@ -16,17 +16,15 @@ uses torchvision's key names (``layer1.0.conv1.weight``, ``features.0.0.weight``
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 import torchvision
 from torch import Tensor, nn
 
-from ..checkpoint import load_untrusted
+from ..checkpoint import load_untrusted, write_torch_file
 
 if TYPE_CHECKING:
     from .backbones import Backbone
@@ -177,15 +175,7 @@ def _log_report(report: WeightsReport, n_trunk: int) -> None:
 def save_backbone_weights(backbone: Backbone, path: str | Path) -> None:
     """Save the trunk's weights under the classifier's key names; ``pretrained=path`` loads them back.
 
-    Written atomically (a temporary file in the same folder, fsync, then os.replace).
+    Written atomically and durably, as a checkpoint (:func:`bbavectors.checkpoint.write_torch_file`).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(backbone.body.state_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed write (full disk) leaves no partial file behind
+    write_torch_file(backbone.body.state_dict(), path)
