@@ -166,6 +166,9 @@ class LossConfig:
     #: weighted by the heatmap target there (0 = the centre cell only, the original): the decoded peak
     #: often lands next to the centre cell.
     regress_radius: int = 0
+    #: Half width of the smooth L1's quadratic zone for ``wh`` and ``reg``, in output cells (1 = the
+    #: original; 0 = plain L1, CenterNet's): below it the gradient shrinks with the error.
+    smooth_l1_beta: float = 1.0
     focal_alpha: float = 2.0
     focal_beta: float = 4.0
     #: Score the ``t, r, b, l`` vectors against the best of their 4 cyclic relabelings (the same box):
@@ -347,6 +350,8 @@ def validate_config(cfg: Config) -> Config:
     for key in ("hm_weight", "wh_weight", "reg_weight", "cls_theta_weight", "probiou_weight"):
         weight = getattr(cfg.loss, key)
         _check(math.isfinite(weight) and weight >= 0, f"loss.{key} must be a number >= 0, got {weight}")
+    beta = cfg.loss.smooth_l1_beta
+    _check(math.isfinite(beta) and beta >= 0, f"loss.smooth_l1_beta must be a number >= 0, got {beta}")
     radius = cfg.loss.regress_radius
     _check(isinstance(radius, int) and not isinstance(radius, bool) and 0 <= radius <= 3,
            f"loss.regress_radius must be an integer in 0..3, got {cfg.loss.regress_radius!r}")

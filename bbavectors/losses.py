@@ -14,10 +14,13 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   sigmoid saturated to exactly 0 or 1 in float32 (docs/design.md "Known flaws" item 1). Pixels
   under ``hm_ignore`` count neither way. Sum over the batch divided by the number of positive
   peaks outside ignore regions, clamped to >= 1 (an image without objects gives its negatives' sum).
-* ``L_wh`` / ``L_reg``: smooth L1 (beta 1, as the original) between the predictions gathered at the
+* ``L_wh`` / ``L_reg``: smooth L1 (``smooth_l1_beta``, default 1 as the original; 0 is plain L1,
+  CenterNet's) between the predictions gathered at the
   object centres ``ind`` and the targets, over valid slots (``mask``): sum over objects and
   channels / (number of objects * channels), the number clamped to >= 1, so a batch without
-  objects gives exactly 0 (no 0/0).
+  objects gives exactly 0 (no 0/0). The targets are in output cells: with beta 1 an error under
+  one cell (every ``reg`` error, most of a small ship's vector errors) sits in the quadratic zone,
+  whose gradient shrinks with the error; below beta the gradient stays 1.
   With ``cyclic_vectors``, the first 8 ``wh`` channels (``t, r, b, l``) are compared with the 4 cyclic
   relabelings of the target (``r, b, l, t``, ...: the same four corners, so the same box after
   decoding) and the smallest loss counts, per object. The labelling rule must jump somewhere (a
@@ -169,27 +172,27 @@ def neighbour_slots(targets: dict[str, Tensor], radius: int, hw: tuple[int, int]
             "wh": targets["wh"].repeat(1, n, 1), "cls_theta": targets["cls_theta"].repeat(1, n, 1)}
 
 
-def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Smooth L1 (beta 1) summed over valid slots and channels / (valid slots * channels).
+def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor, beta: float = 1.0) -> Tensor:
+    """Smooth L1 summed over valid slots and channels / (valid slots * channels).
 
     Args:
         pred, target: ``(B, K, D)``; mask: ``(B, K)`` bool, or float weights (the sums are weighted
-            and divided by the sum of the weights).
+            and divided by the sum of the weights); beta: the quadratic zone's half width (0: L1).
     Returns:
         Scalar; exactly 0 when no slot is valid.
     """
     m = mask[..., None].float()
-    loss = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=1.0) * m
+    loss = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=beta) * m
     count = (m.sum() * pred.shape[-1]).clamp_min(1.0)
     return loss.sum() / count
 
 
-def cyclic_vector_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+def cyclic_vector_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor, beta: float = 1.0) -> Tensor:
     """:func:`masked_smooth_l1` of ``wh`` with the vectors scored against their best cyclic relabeling.
 
     Args:
         pred, target: ``(B, K, 10)``: ``t, r, b, l`` as ``(x, y)`` pairs, then the external ``w, h``;
-            mask: ``(B, K)`` bool or float weights.
+            mask: ``(B, K)`` bool or float weights; beta: as :func:`masked_smooth_l1`.
     Returns:
         Scalar, normalised as :func:`masked_smooth_l1` (equal to it when the labeling already fits
         best); exactly 0 when no slot is valid.
@@ -199,8 +202,8 @@ def cyclic_vector_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tenso
     vectors = t[..., :8].reshape(b, k, 4, 2)
     # relabelings[..., s, :] = the target vectors shifted by s places: (B, K, 4, 8)
     relabelings = torch.stack([vectors.roll(s, dims=2).reshape(b, k, 8) for s in range(4)], dim=2)
-    vec = F.smooth_l1_loss(p[..., None, :8].expand_as(relabelings), relabelings, reduction="none", beta=1.0)
-    ext = F.smooth_l1_loss(p[..., 8:], t[..., 8:], reduction="none", beta=1.0)
+    vec = F.smooth_l1_loss(p[..., None, :8].expand_as(relabelings), relabelings, reduction="none", beta=beta)
+    ext = F.smooth_l1_loss(p[..., 8:], t[..., 8:], reduction="none", beta=beta)
     per_slot = vec.sum(-1).min(dim=-1).values + ext.sum(-1)
     m = mask.float()
     return (per_slot * m).sum() / (m.sum() * d).clamp_min(1.0)
@@ -320,8 +323,8 @@ class BBAVLoss(nn.Module):
                 quality,
             ),
             "wh": (cyclic_vector_smooth_l1 if cfg.cyclic_vectors else masked_smooth_l1)(
-                pred_wh, slots["wh"], mask),
-            "reg": masked_smooth_l1(pred_reg, slots["reg"], mask),
+                pred_wh, slots["wh"], mask, cfg.smooth_l1_beta),
+            "reg": masked_smooth_l1(pred_reg, slots["reg"], mask, cfg.smooth_l1_beta),
             "cls_theta": masked_bce(gather_at_centres(outputs["cls_theta"], ind), slots["cls_theta"], mask),
             "probiou": slot_mean(distances, mask),
         }

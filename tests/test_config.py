@@ -135,6 +135,14 @@ def test_crop_on_objects_outside_0_1_is_rejected_by_the_config_check(p: float) -
         validate_config(cfg)
 
 
+@pytest.mark.parametrize("beta", [-0.5, float("nan"), float("inf")])
+def test_smooth_l1_beta_negative_or_not_finite_is_rejected_by_the_config_check(beta: float) -> None:
+    cfg = Config()
+    cfg.loss.smooth_l1_beta = beta
+    with pytest.raises(ConfigError, match="loss.smooth_l1_beta"):
+        validate_config(cfg)
+
+
 @pytest.mark.parametrize("radius", [-1, 4, True])
 def test_regress_radius_outside_0_3_is_rejected_by_the_config_check(radius: int) -> None:
     cfg = Config()

@@ -150,6 +150,32 @@ def test_smooth_l1_and_bce_hand_values() -> None:
     assert float(bce) == pytest.approx(math.log(2))
 
 
+@pytest.mark.parametrize(("beta", "expected"), [
+    (1.0, 0.125 + 2.5),  # the original: 0.5 * 0.5^2 / 1, then 3 - 0.5
+    (0.25, 0.5 - 0.125 + 3.0 - 0.125),  # both errors above beta: |e| - beta / 2
+    (0.0, 0.5 + 3.0),  # plain L1 (CenterNet's)
+])
+def test_smooth_l1_beta_hand_values(beta: float, expected: float) -> None:
+    target, pred = torch.zeros(1, 1, 10), torch.zeros(1, 1, 10)
+    pred[0, 0, 3], pred[0, 0, 4] = 0.5, 3.0
+    mask = torch.tensor([[True]])
+    assert float(masked_smooth_l1(pred, target, mask, beta)) == pytest.approx(expected / 10)
+    assert float(cyclic_vector_smooth_l1(pred, target, mask, beta)) == pytest.approx(expected / 10)
+
+
+def test_smooth_l1_beta_reaches_the_box_terms_of_bbavloss() -> None:
+    t = _one_object_targets()
+    out = ideal_outputs(t)
+    out["reg"][0, 0, 7, 10] += 0.2  # a fifth of a cell off: inside beta 1's quadratic zone
+    out["wh"][0, 0, 7, 10] += 0.4
+    original = BBAVLoss(LossConfig())(out, t)[1]
+    l1 = BBAVLoss(LossConfig(smooth_l1_beta=0.0))(out, t)[1]
+    assert float(original["reg"]) == pytest.approx(0.5 * 0.2**2 / 2, rel=1e-4)
+    assert float(l1["reg"]) == pytest.approx(0.2 / 2, rel=1e-4)
+    assert float(original["wh"]) == pytest.approx(0.5 * 0.4**2 / 10, rel=1e-4)
+    assert float(l1["wh"]) == pytest.approx(0.4 / 10, rel=1e-4)
+
+
 def test_box_losses_exactly_zero_without_objects() -> None:
     pred = torch.randn(2, 5, 10, requires_grad=True)
     mask = torch.zeros(2, 5, dtype=torch.bool)
