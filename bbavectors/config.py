@@ -347,11 +347,10 @@ def validate_config(cfg: Config) -> Config:
            f"targets.gaussian_shape must be round or box, got {tg.gaussian_shape!r}")
     _check(_positive_number(tg.box_gaussian_scale),
            f"targets.box_gaussian_scale must be a positive number, got {tg.box_gaussian_scale}")
-    for key in ("hm_weight", "wh_weight", "reg_weight", "cls_theta_weight", "probiou_weight"):
-        weight = getattr(cfg.loss, key)
-        _check(math.isfinite(weight) and weight >= 0, f"loss.{key} must be a number >= 0, got {weight}")
-    beta = cfg.loss.smooth_l1_beta
-    _check(math.isfinite(beta) and beta >= 0, f"loss.smooth_l1_beta must be a number >= 0, got {beta}")
+    for key in ("hm_weight", "wh_weight", "reg_weight", "cls_theta_weight", "probiou_weight",
+                "smooth_l1_beta"):
+        value = getattr(cfg.loss, key)
+        _check(math.isfinite(value) and value >= 0, f"loss.{key} must be a number >= 0, got {value}")
     radius = cfg.loss.regress_radius
     _check(isinstance(radius, int) and not isinstance(radius, bool) and 0 <= radius <= 3,
            f"loss.regress_radius must be an integer in 0..3, got {cfg.loss.regress_radius!r}")

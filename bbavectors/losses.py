@@ -15,12 +15,12 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   under ``hm_ignore`` count neither way. Sum over the batch divided by the number of positive
   peaks outside ignore regions, clamped to >= 1 (an image without objects gives its negatives' sum).
 * ``L_wh`` / ``L_reg``: smooth L1 (``smooth_l1_beta``, default 1 as the original; 0 is plain L1,
-  CenterNet's) between the predictions gathered at the
-  object centres ``ind`` and the targets, over valid slots (``mask``): sum over objects and
-  channels / (number of objects * channels), the number clamped to >= 1, so a batch without
-  objects gives exactly 0 (no 0/0). The targets are in output cells: with beta 1 an error under
-  one cell (every ``reg`` error, most of a small ship's vector errors) sits in the quadratic zone,
-  whose gradient shrinks with the error; below beta the gradient stays 1.
+  CenterNet's) between the predictions gathered at the object centres ``ind`` and the targets,
+  over valid slots (``mask``): sum over objects and channels / (number of objects * channels), the
+  number clamped to >= 1, so a batch without objects gives exactly 0 (no 0/0). The targets are in
+  output cells: with beta 1 an error under one cell (every ``reg`` error, most of a small ship's
+  vector errors) sits in the quadratic zone, whose gradient shrinks with the error; below beta the
+  gradient stays 1.
   With ``cyclic_vectors``, the first 8 ``wh`` channels (``t, r, b, l``) are compared with the 4 cyclic
   relabelings of the target (``r, b, l, t``, ...: the same four corners, so the same box after
   decoding) and the smallest loss counts, per object. The labelling rule must jump somewhere (a
