@@ -69,11 +69,22 @@ class ModelConfig:
     frozen_bn: bool = False
     #: Channels of the hidden conv in each head (the original uses 256).
     head_width: int = 256
+    #: Align the output grid with what the network sees (docs/model.md, "The output grid"): the
+    #: decoder upsamples corner-aligned, as the trunk's strided convolutions sample, and output cell
+    #: ``j`` covers input pixels ``[4j - 1.5, 4j + 2.5)`` (centred on its receptive field) instead of
+    #: the original's ``[4j, 4j + 4)``. False = the original BBAVectors (and every older checkpoint).
+    align_grid: bool = False
 
     @property
     def down_ratio(self) -> int:
         """Output stride of the heads, ``DOWN_RATIO`` (fixed by the architecture, so not a key)."""
         return DOWN_RATIO
+
+    @property
+    def grid_offset(self) -> float:
+        """Pixels added to a centre before it is divided into output cells (and taken off after
+        decoding): ``(down_ratio - 1) / 2`` = 1.5 with ``align_grid``, else 0."""
+        return (DOWN_RATIO - 1) / 2 if self.align_grid else 0.0
 
 
 @dataclass

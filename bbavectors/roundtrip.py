@@ -84,6 +84,7 @@ def roundtrip_polygons(
     seed: int = 0,
     edit_targets: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
     retries: int = 2,
+    grid_offset: float = 0.0,
 ) -> tuple[FloatArray, FloatArray]:
     """Encode -> ideal logits (:func:`ideal_outputs`) -> :func:`decode_topk`.
 
@@ -100,6 +101,7 @@ def roundtrip_polygons(
         polygons: ``(N, 8)``; objects must be encodable under ``cfg`` (short side >= min_size).
         edit_targets: optional change applied to the targets before the ideal logits (used by the
             tests to break the encoding on purpose).
+        grid_offset: the grid offset given to the encoder and the decoder (``model.grid_offset``).
     Returns:
         ``(decoded, encoded)``: ``(N, 8)`` each, in the input polygons' coordinates: the decoded
         polygons (NaN rows for objects that got no detection) and the rectangles that were
@@ -129,7 +131,7 @@ def roundtrip_polygons(
         placed = (rel + where[:, None, :]).reshape(n, 8)
         zeros = torch.zeros(n, dtype=torch.long)
         targets = encode_targets(
-            [torch.from_numpy(placed)], [zeros], [zeros], 1, (side, side), cfg, down_ratio
+            [torch.from_numpy(placed)], [zeros], [zeros], 1, (side, side), cfg, down_ratio, grid_offset
         )
         if int(targets["mask"].sum()) != n:
             raise ValueError(
@@ -138,10 +140,12 @@ def roundtrip_polygons(
             )
         map_w = targets["hm"].shape[-1]
         ind = targets["ind"][0, :n]
-        true_centre = (torch.stack([ind % map_w, ind // map_w], dim=1) + targets["reg"][0, :n]) * down_ratio
+        true_centre = ((torch.stack([ind % map_w, ind // map_w], dim=1) + targets["reg"][0, :n]) * down_ratio
+                       - grid_offset)
         if edit_targets is not None:
             targets = edit_targets(targets)
-        decoded, scores, _ = decode_topk(ideal_outputs(targets), n + 8, cls_theta_thresh, down_ratio)
+        decoded, scores, _ = decode_topk(ideal_outputs(targets), n + 8, cls_theta_thresh, down_ratio,
+                                         grid_offset=grid_offset)
         found = decoded[0][scores[0] > 0.5].double()
         dist = torch.cdist(found.view(-1, 4, 2).mean(1), true_centre.double())
         best_dist, owner = dist.min(dim=1) if len(found) else (dist.new_zeros(0), dist.new_zeros(0).long())
@@ -156,7 +160,7 @@ def roundtrip_polygons(
     if lost.any() and retries > 0:
         again = roundtrip_polygons(
             polys[lost], cfg, cls_theta_thresh, down_ratio, spacing, per_image, seed + 1, edit_targets,
-            retries - 1,
+            retries - 1, grid_offset,
         )
         out[lost], encoded[lost] = again
     return out, encoded

@@ -10,7 +10,10 @@ Per object (``d = down_ratio``, output map ``h x w = ceil(H/d) x ceil(W/d)``):
 * oriented box ``(cx, cy, w, h, angle)`` = minimum-area rectangle of the polygon
   (:func:`bbavectors.geometry.poly_to_obb`, no OpenCV);
 * centre cell ``(ix, iy) = floor(c / d)``; ``ind = iy * w + ix``; ``reg = c / d - floor(c / d)`` in
-  ``[0, 1)``;
+  ``[0, 1)``. With a grid offset ``o`` (``model.align_grid``: ``o = (d - 1) / 2``) every cell rule
+  here reads ``c + o`` instead of ``c`` (cell ``j`` covers input pixels ``[d j - o, d j + d - o)``),
+  and a centre in the last ``o`` pixels of the map keeps the last cell with ``reg`` up to
+  ``1 + o / d``;
 * ``hm``: a Gaussian peaked (value exactly 1) at ``(ix, iy)`` in the object's class plane,
   ``sigma = (2 r + 1) / 6`` on a ``(2 r + 1)^2`` window, ``r = floor(gaussian_radius(w / d, h / d))``
   from the **oriented** box size; overlapping Gaussians take the maximum (CenterNet);
@@ -243,10 +246,11 @@ def _slot_ranks(positive: Tensor, counts: list[int]) -> Tensor:
     return cum[1:] - 1 - img_before
 
 
-def _regression_rows(obb: Tensor, cfg: TargetConfig, down_ratio: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-object ``reg (M, 2)``, ``wh (M, 10)`` and ``cls_theta (M, 1)`` (float32) of boxes ``(M, 5)``."""
-    centre = obb[:, :2] / down_ratio
-    reg = centre - torch.floor(centre)
+def _regression_rows(obb: Tensor, cells: Tensor, cfg: TargetConfig, down_ratio: int
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-object ``reg (M, 2)``, ``wh (M, 10)`` and ``cls_theta (M, 1)`` (float32) of boxes ``(M, 5)``
+    (centres in the grid's frame) whose centre cells are ``cells (M, 2)``."""
+    reg = obb[:, :2] / down_ratio - cells.to(obb.dtype)
     tlrb = obb_to_tlrb(obb).reshape(-1, 8) / down_ratio
     cos, sin = torch.cos(obb[:, 4]).abs(), torch.sin(obb[:, 4]).abs()
     ext_w = (obb[:, 2] * cos + obb[:, 3] * sin) / down_ratio
@@ -276,6 +280,7 @@ def encode_targets(
     input_hw: tuple[int, int],
     cfg: TargetConfig,
     down_ratio: int = DOWN_RATIO,
+    grid_offset: float = 0.0,
 ) -> dict[str, Tensor]:
     """Encode a batch of objects into BBAVectors head targets (module docstring for the rules).
 
@@ -288,6 +293,8 @@ def encode_targets(
             ``w = ceil(W / down_ratio)``.
         cfg: :class:`~bbavectors.config.TargetConfig`; ``K = cfg.max_objects`` regression slots per image.
         down_ratio: output stride.
+        grid_offset: input pixels added to the centres before they are divided into cells
+            (``model.grid_offset``; 0 = the original grid).
     Returns:
         On the polygons' device:
         ``hm`` ``(B, C, h, w)`` float32 in ``[0, 1]``, exactly 1 at positive centres;
@@ -330,8 +337,14 @@ def encode_targets(
         _report_bad_values(poly, cls, img, num_classes)
 
         obb = poly_to_obb(poly)
+        centre = obb[:, :2]
+        inside = ((centre[:, 0] >= 0) & (centre[:, 0] < w * down_ratio)
+                  & (centre[:, 1] >= 0) & (centre[:, 1] < h * down_ratio))
+        if grid_offset:
+            # Every cell rule below works in the grid's frame (module docstring).
+            obb = torch.cat([centre + grid_offset, obb[:, 2:]], dim=1)
         cells = torch.floor(obb[:, :2] / down_ratio).long()
-        inside = (cells[:, 0] >= 0) & (cells[:, 0] < w) & (cells[:, 1] >= 0) & (cells[:, 1] < h)
+        cells = torch.stack([cells[:, 0].clamp(0, w - 1), cells[:, 1].clamp(0, h - 1)], dim=1)
         short = obb[:, 3]
         # 1e-4 px of slack: a 1-px side read from float32 corners measures 0.99999994.
         encodable = inside & (short + 1e-4 >= cfg.min_size) & (short > 0)
@@ -355,7 +368,7 @@ def encode_targets(
         slot = torch.where(slotted, img * k_slots + rank, torch.full_like(rank, batch * k_slots))
         ind[slot] = cells[:, 1] * w + cells[:, 0]
         mask[slot] = True
-        reg[slot], wh[slot], cls_theta[slot] = _regression_rows(obb, cfg, down_ratio)
+        reg[slot], wh[slot], cls_theta[slot] = _regression_rows(obb, cells, cfg, down_ratio)
         num_dropped.index_add_(0, img, (positive & ~slotted).long())
         _log_dropped(num_dropped, counts, k_slots)
 

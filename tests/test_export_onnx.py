@@ -581,3 +581,27 @@ def test_tensorrt_engine_builds(exported: tuple[Path, str]) -> None:
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     assert engine is not None and engine.nbytes > 0
+
+
+def test_aligned_grid_model_exports_with_its_offset(tmp_path: Path) -> None:
+    """``model.align_grid``: the corner-aligned upsampling (interpolate align_corners + edge pad) and
+    the decoder's grid offset go into the graph; any input size, through the runner too."""
+    cfg = tiny_config()
+    cfg.model.backbone, cfg.model.head_width, cfg.model.align_grid = "mobilenet_v2", 8, True
+    torch.manual_seed(6)
+    model = build_model(cfg, len(SYNTHETIC)).eval()
+    with torch.no_grad():
+        model.heads.hm[-1].weight.mul_(30.0)
+    path = export_onnx(model, tmp_path / "aligned.onnx", input_size=128, top_k=20, mean=cfg.data.mean,
+                       std=cfg.data.std, score_thresh=0.01, classes=SYNTHETIC)
+    assert read_onnx_metadata(path).opset == 17
+    wrapper = ExportWrapper(model, 20, 0.5, cfg.data.mean, cfg.data.std)
+    assert wrapper.grid_offset == 1.5
+    gen = torch.Generator().manual_seed(6)
+    for hw in ((128, 128), (96, 161)):
+        images = torch.randint(0, 256, (2, 3, *hw), dtype=torch.uint8, generator=gen)
+        check = compare_graph_outputs(wrapper, path, images, f"aligned {hw}")
+        assert check.ok(box_tol=1e-2, score_tol=1e-5), check.notes
+    det = OnnxDetector(path, providers=["CPUExecutionProvider"])
+    check = compare_runner(model, det, random_rgb(100, 150, seed=6), "aligned runner")
+    assert check.unmatched == 0 and check.num_matched > 0, check.notes

@@ -455,7 +455,8 @@ def _bench_onnx_backbone(s: OnnxBenchmarkSettings, backbone: str, work: Path, th
             hm, wh, reg, theta = (torch.from_numpy(o) for o in session.run(None, {"x": x}))
             outputs = {"hm": hm, "wh": wh, "reg": reg, "cls_theta": theta}
             with torch.inference_mode():
-                top = decode_topk(outputs, d.top_k, d.cls_theta_thresh, eager.down_ratio, d.rectangles)
+                top = decode_topk(outputs, d.top_k, d.cls_theta_thresh, eager.down_ratio, d.rectangles,
+                                  eager.grid_offset)
                 return select_detections(*top, d, letterbox)
 
         row["ort_decoder_outside_ms"] = 1e3 * _median_seconds(outside, s.iters, s.warmup, eager.device)

@@ -315,7 +315,7 @@ class Trainer:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         targets = encode_targets(polygons, classes, difficult, len(self.classes), (x.shape[-2], x.shape[-1]),
-                                 self.cfg.targets, self.cfg.model.down_ratio)
+                                 self.cfg.targets, self.cfg.model.down_ratio, self.cfg.model.grid_offset)
         return x, targets
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:

@@ -186,6 +186,8 @@ class ExportWrapper(nn.Module):
         down_ratio: output stride of the heads.
         nms_thresh: None = no NMS in the graph; else the IoU threshold of :func:`graph_rotated_nms`.
         rectangles: rotated boxes decoded as rectangles (``decode.rectangles``, see ``decode_topk``).
+        grid_offset: the model's grid offset (``decode_topk``); None reads ``model.grid_offset``
+            (0 when the model has none).
 
     ``forward(images)`` -> ``(polygons (B, K, 8) float32, scores (B, K), classes (B, K) int64)``,
     polygons in input pixels (``decode_topk`` pads with score-0 entries when the map has fewer peaks).
@@ -204,6 +206,7 @@ class ExportWrapper(nn.Module):
         down_ratio: int = DOWN_RATIO,
         nms_thresh: float | None = None,
         rectangles: bool = False,
+        grid_offset: float | None = None,
     ) -> None:
         super().__init__()
         if top_k < 1:
@@ -215,6 +218,7 @@ class ExportWrapper(nn.Module):
         self.cls_theta_thresh = float(cls_theta_thresh)
         self.rectangles = bool(rectangles)
         self.down_ratio = int(down_ratio)
+        self.grid_offset = float(getattr(model, "grid_offset", 0.0) if grid_offset is None else grid_offset)
         self.size_divisor = int(getattr(model, "size_divisor", 32))
         self.nms_thresh = None if nms_thresh is None else float(nms_thresh)
         self.normalize_inside = mean is not None
@@ -244,7 +248,7 @@ class ExportWrapper(nn.Module):
         outputs = self.model(self._pad_to_divisor(x))
         outputs = {name: v[:, :, :out_h, :out_w] for name, v in outputs.items()}
         polygons, scores, classes = decode_topk(outputs, self.top_k, self.cls_theta_thresh, self.down_ratio,
-                                                self.rectangles)
+                                                self.rectangles, self.grid_offset)
         polygons, classes = polygons.float(), classes.to(torch.int64)
         if self.nms_thresh is not None:
             polygons, scores, classes = graph_rotated_nms(polygons, scores, classes, self.nms_thresh)

@@ -177,6 +177,9 @@ class Predictor:
         rectangles: overrides ``cfg.decode.rectangles`` when given (PyTorch models; an exported graph
             decodes as it was exported).
         channels_last: memory format of the model and inputs; default: on for CUDA.
+
+    The decoder's grid offset is the model's own ``grid_offset`` (CTRBOX carries it), else
+    ``cfg.model.grid_offset``: the outputs are decoded on the grid the network was built with.
     """
 
     def __init__(
@@ -218,6 +221,7 @@ class Predictor:
         if rectangles is not None:
             self.decode_cfg.rectangles = bool(rectangles)
         self.model: nn.Module | None = None
+        self.grid_offset = float(getattr(model, "grid_offset", cfg.model.grid_offset))
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
             if self.channels_last:
@@ -321,7 +325,8 @@ class Predictor:
             return self.onnx.run(images)
         with torch.inference_mode():
             return decode_topk(self.forward(images), self.decode_cfg.top_k, self.decode_cfg.cls_theta_thresh,
-                               self.down_ratio, rectangles=self.decode_cfg.rectangles)
+                               self.down_ratio, rectangles=self.decode_cfg.rectangles,
+                               grid_offset=self.grid_offset)
 
     def decode(self, outputs: dict[str, Tensor], letterbox: Tensor | None = None) -> list[Detections]:
         """Batched decode of PyTorch logits (threshold, per-class NMS) on the outputs' device.
@@ -335,7 +340,8 @@ class Predictor:
         """
         with torch.inference_mode():
             lb = None if letterbox is None else letterbox.to(self.device, torch.float32)
-            dets = decode_detections(outputs, self.decode_cfg, down_ratio=self.down_ratio, letterbox=lb)
+            dets = decode_detections(outputs, self.decode_cfg, down_ratio=self.down_ratio, letterbox=lb,
+                                     grid_offset=self.grid_offset)
             return [detections_to(d, self.device) for d in dets]
 
     def predict_batch(self, images: Tensor, letterbox: Tensor | None = None) -> list[Detections]:

@@ -21,9 +21,9 @@ def build_model(cfg: Config, num_classes: int) -> CTRBOX:
     backbone = build_backbone(
         m.backbone, pretrained=m.pretrained, trainable_layers=m.trainable_layers, frozen_bn=m.frozen_bn
     )
-    decoder = Decoder(backbone.channels)
+    decoder = Decoder(backbone.channels, corner_aligned=m.align_grid)
     heads = Heads(decoder.out_channels, num_classes, m.head_width)
-    model = CTRBOX(backbone, decoder, heads)
+    model = CTRBOX(backbone, decoder, heads, grid_offset=m.grid_offset)
     logger.info(
         "CTRBOX %s: trunk channels %s, head width %d, %d classes, %.2fM parameters",
         m.backbone,

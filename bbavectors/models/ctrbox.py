@@ -28,15 +28,20 @@ class CTRBOX(nn.Module):
     keeps the grid anchored at the top-left corner: output pixel ``(i, j)`` always corresponds to input
     pixel ``(4i, 4j)``, whatever the padding. Zero is the mean colour of a normalised image. Sizes
     that are already multiples of 32 are not padded at all (fastest).
+
+    ``grid_offset`` (pixels, ``model.grid_offset`` of the config): where the output cells lie on the
+    input, for the encoder of the targets and the decoder of the outputs: cell ``j`` covers input
+    pixels ``[4 j - grid_offset, 4 j + 4 - grid_offset)`` (0: the original's grid).
     """
 
-    def __init__(self, backbone: Backbone, decoder: Decoder, heads: Heads) -> None:
+    def __init__(self, backbone: Backbone, decoder: Decoder, heads: Heads, grid_offset: float = 0.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.decoder = decoder
         self.heads = heads
         self.num_classes = heads.num_classes
         self.down_ratio = DOWN_RATIO
+        self.grid_offset = float(grid_offset)
         self.size_divisor = max(backbone.strides)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CombinationModule", "Decoder"]
+__all__ = ["CombinationModule", "Decoder", "upsample_corner_aligned"]
 
 
 def _conv_block(c_in: int, c_out: int, kernel_size: int, batch_norm: bool) -> nn.Sequential:
@@ -17,6 +17,31 @@ def _conv_block(c_in: int, c_out: int, kernel_size: int, batch_norm: bool) -> nn
         layers.append(nn.BatchNorm2d(c_out))
     layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
+
+
+def upsample_corner_aligned(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """Bilinear 2x upsampling that keeps the trunk's sampling grid: ``(B, C, h, w)`` ->
+    ``(B, C, H, W)``, output pixel ``j`` read at input position ``j / 2`` (the last row / column
+    beyond the input repeats its edge).
+
+    Why: a strided convolution with ``padding = kernel // 2`` (every torchvision trunk) centres its
+    output ``j`` on input pixel ``2 j``, so a stride-``s`` map's cell ``j`` looks at image pixel
+    ``s j``, at every depth. ``F.interpolate(align_corners=False)`` assumes cell centres at
+    ``s (j + 1/2)`` instead and reads position ``j / 2 - 1/4``: each upsampling shifts the deeper
+    map by a quarter of its cell, and after three of them the stride-32 features reach a stride-4
+    cell 13.5 px up and left of that cell's own stride-4 features.
+    """
+    h, w = x.shape[-2:]
+    out_h, out_w = size
+    # Sizes stay symbolic (no int()): an exported graph keeps dynamic height and width.
+    if out_h > 2 * h or out_w > 2 * w:
+        raise ValueError(f"corner-aligned upsampling is 2x: {h}x{w} cannot fill {out_h}x{out_w}")
+    # align_corners=True onto (2h - 1, 2w - 1) reads exactly j * (h - 1) / (2h - 2) = j / 2.
+    y = F.interpolate(x, size=(2 * h - 1, 2 * w - 1), mode="bilinear", align_corners=True)
+    # The edge repeated by concatenation, not F.pad(replicate): ONNX opset 17 has no converter for it.
+    y = torch.cat([y, y[..., -1:, :]], dim=-2)
+    y = torch.cat([y, y[..., -1:]], dim=-1)
+    return y[..., :out_h, :out_w]
 
 
 class CombinationModule(nn.Module):
@@ -28,16 +53,24 @@ class CombinationModule(nn.Module):
     (``c_low -> c_up``), is concatenated after ``x_up`` and fused by conv1x1 + BN + ReLU
     (``2 c_up -> c_up``). Returns ``(B, c_up, H, W)``.
 
+    ``corner_aligned``: the resize is :func:`upsample_corner_aligned` (``H <= 2 h``, ``W <= 2 w``)
+    instead of the original's ``align_corners=False`` bilinear resize.
+
     The submodule names (``up``, ``cat_conv``) and the concat order are the original's.
     """
 
-    def __init__(self, c_low: int, c_up: int, batch_norm: bool = True) -> None:
+    def __init__(self, c_low: int, c_up: int, batch_norm: bool = True, corner_aligned: bool = False) -> None:
         super().__init__()
         self.up = _conv_block(c_low, c_up, 3, batch_norm)
         self.cat_conv = _conv_block(2 * c_up, c_up, 1, batch_norm)
+        self.corner_aligned = corner_aligned
 
     def forward(self, x_low: Tensor, x_up: Tensor) -> Tensor:
-        x_low = F.interpolate(x_low, size=x_up.shape[-2:], mode="bilinear", align_corners=False)
+        size = (x_up.shape[-2], x_up.shape[-1])
+        if self.corner_aligned:
+            x_low = upsample_corner_aligned(x_low, size)
+        else:
+            x_low = F.interpolate(x_low, size=size, mode="bilinear", align_corners=False)
         return self.cat_conv(torch.cat((x_up, self.up(x_low)), dim=1))
 
 
@@ -49,17 +82,21 @@ class Decoder(nn.Module):
 
     For resnet101 (channels 256, 512, 1024, 2048) this is the original's ``dec_c4``
     (2048 -> 1024), ``dec_c3`` (1024 -> 512) and ``dec_c2`` (512 -> 256).
+
+    ``corner_aligned``: every upsampling keeps the trunk's grid (:func:`upsample_corner_aligned`).
     """
 
-    def __init__(self, channels: Sequence[int], batch_norm: bool = True) -> None:
+    def __init__(self, channels: Sequence[int], batch_norm: bool = True,
+                 corner_aligned: bool = False) -> None:
         super().__init__()
         if len(channels) != 4:
             raise ValueError(f"the decoder fuses 4 maps (strides 4..32), got channels {list(channels)}")
         c2, c3, c4, c5 = (int(c) for c in channels)
-        self.dec_c4 = CombinationModule(c5, c4, batch_norm)
-        self.dec_c3 = CombinationModule(c4, c3, batch_norm)
-        self.dec_c2 = CombinationModule(c3, c2, batch_norm)
+        self.dec_c4 = CombinationModule(c5, c4, batch_norm, corner_aligned)
+        self.dec_c3 = CombinationModule(c4, c3, batch_norm, corner_aligned)
+        self.dec_c2 = CombinationModule(c3, c2, batch_norm, corner_aligned)
         self.out_channels = c2
+        self.corner_aligned = corner_aligned
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         c2, c3, c4, c5 = feats
