@@ -74,11 +74,6 @@ class ModelConfig:
     #: ``j`` covers input pixels ``[4j - 1.5, 4j + 2.5)`` (centred on its receptive field) instead of
     #: the original's ``[4j, 4j + 4)``. False = the original BBAVectors (and every older checkpoint).
     align_grid: bool = False
-    #: Pixels added to every label centre before it is assigned to a cell (and taken off after
-    #: decoding), on top of ``align_grid``'s 1.5, in ``[-2, 2]``: for labels drawn a constant
-    #: distance up / left of the objects they outline, so that cells are assigned where the network
-    #: sees the object (docs/model.md, "The output grid"). 0 = the original.
-    grid_shift: float = 0.0
 
     @property
     def down_ratio(self) -> int:
@@ -88,8 +83,8 @@ class ModelConfig:
     @property
     def grid_offset(self) -> float:
         """Pixels added to a centre before it is divided into output cells (and taken off after
-        decoding): ``(down_ratio - 1) / 2`` = 1.5 with ``align_grid``, else 0, plus ``grid_shift``."""
-        return ((DOWN_RATIO - 1) / 2 if self.align_grid else 0.0) + float(self.grid_shift)
+        decoding): ``(down_ratio - 1) / 2`` = 1.5 with ``align_grid``, else 0."""
+        return (DOWN_RATIO - 1) / 2 if self.align_grid else 0.0
 
 
 @dataclass
@@ -367,9 +362,6 @@ def validate_config(cfg: Config) -> Config:
                 "smooth_l1_beta"):
         value = getattr(cfg.loss, key)
         _check(math.isfinite(value) and value >= 0, f"loss.{key} must be a number >= 0, got {value}")
-    shift = cfg.model.grid_shift
-    _check(isinstance(shift, (int, float)) and not isinstance(shift, bool) and math.isfinite(shift)
-           and -2 <= shift <= 2, f"model.grid_shift must be a number in [-2, 2] (pixels), got {shift!r}")
     radius = cfg.loss.regress_radius
     _check(isinstance(radius, int) and not isinstance(radius, bool) and 0 <= radius <= 3,
            f"loss.regress_radius must be an integer in 0..3, got {cfg.loss.regress_radius!r}")

@@ -19,16 +19,7 @@ from test_train_engine import make_tiny_dataset, tiny_config
 from torch import nn
 from torch.nn import functional as F
 
-from bbavectors.config import (
-    Config,
-    ConfigError,
-    ModelConfig,
-    TargetConfig,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    validate_config,
-)
+from bbavectors.config import Config, ModelConfig, TargetConfig, config_from_dict, config_to_dict
 from bbavectors.decode import decode_detections, decode_topk
 from bbavectors.engine.distributed import DistInfo
 from bbavectors.engine.trainer import Trainer
@@ -233,23 +224,3 @@ def test_trainer_encodes_targets_on_the_aligned_grid(tmp_path: Path) -> None:
         assert not torch.equal(targets["reg"], original["reg"])
     finally:
         trainer.close()
-
-
-def test_grid_shift_adds_to_the_offset_and_is_checked() -> None:
-    assert ModelConfig(grid_shift=0.85).grid_offset == pytest.approx(0.85)
-    assert ModelConfig(grid_shift=-0.5, align_grid=True).grid_offset == pytest.approx(1.0)
-    cfg = apply_overrides(Config(), ["model.backbone=resnet18", "model.head_width=8",
-                                     "model.grid_shift=0.85"])
-    model = build_model(validate_config(cfg), 1)
-    # The shift moves the cells only: the decoder keeps the original upsampling.
-    assert model.grid_offset == pytest.approx(0.85)
-    assert not any(m.corner_aligned for m in model.modules() if isinstance(m, CombinationModule))
-    # Centre x = 7.5: (7.5 + 0.85) / 4 = 2.0875 -> cell 2 (the original: 1.875 -> cell 1).
-    zero = torch.zeros(1, dtype=torch.long)
-    t = encode_targets([_square(7.5, 7.5)], [zero], [zero], 1, (64, 64), TargetConfig(),
-                       grid_offset=model.grid_offset)
-    assert int(t["ind"][0, 0]) == 2 * 16 + 2
-    torch.testing.assert_close(t["reg"][0, 0], torch.tensor([0.0875, 0.0875]))
-    for bad in ("3", "-2.5", "nan", "true"):
-        with pytest.raises(ConfigError, match="grid_shift"):
-            validate_config(apply_overrides(Config(), [f"model.grid_shift={bad}"]))
