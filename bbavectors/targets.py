@@ -344,7 +344,10 @@ def encode_targets(
             # Every cell rule below works in the grid's frame (module docstring).
             obb = torch.cat([centre + grid_offset, obb[:, 2:]], dim=1)
         cells = torch.floor(obb[:, :2] / down_ratio).long()
-        cells = torch.stack([cells[:, 0].clamp(0, w - 1), cells[:, 1].clamp(0, h - 1)], dim=1)
+        # An offset can push a centre in the map's last pixels one cell past it: keep the last cell.
+        # Centres outside the map keep their own cell (their ignore window is drawn around it).
+        clamped = torch.stack([cells[:, 0].clamp(0, w - 1), cells[:, 1].clamp(0, h - 1)], dim=1)
+        cells = torch.where(inside[:, None], clamped, cells)
         short = obb[:, 3]
         # 1e-4 px of slack: a 1-px side read from float32 corners measures 0.99999994.
         encodable = inside & (short + 1e-4 >= cfg.min_size) & (short > 0)
