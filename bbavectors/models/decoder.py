@@ -96,7 +96,6 @@ class Decoder(nn.Module):
         self.dec_c3 = CombinationModule(c4, c3, batch_norm, corner_aligned)
         self.dec_c2 = CombinationModule(c3, c2, batch_norm, corner_aligned)
         self.out_channels = c2
-        self.corner_aligned = corner_aligned
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         c2, c3, c4, c5 = feats
