@@ -177,6 +177,8 @@ class LossConfig:
     #: weighted by the heatmap target there (0 = the centre cell only, the original): the decoded peak
     #: often lands next to the centre cell.
     regress_radius: int = 0
+    #: Weight of those neighbours: "heatmap" (the heatmap target there) or "uniform" (1).
+    neighbour_weight: str = "heatmap"
     #: Half width of the smooth L1's quadratic zone for ``wh`` and ``reg``, in output cells (1 = the
     #: original; 0 = plain L1, CenterNet's): below it the gradient shrinks with the error.
     smooth_l1_beta: float = 1.0
@@ -204,6 +206,10 @@ class DecodeConfig:
     rectangles: bool = False
     #: Rotated NMS IoU threshold per class; <= 0 disables NMS.
     nms_thresh: float = 0.1
+    #: ``(dx, dy)`` in network-input pixels added to every decoded centre: the labels' constant
+    #: offset from the centres the network learns, measured on training images at the end of
+    #: training (``train.calibrate_centres``, bbavectors.engine.calibrate; docs/training.md).
+    centre_shift: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -224,6 +230,11 @@ class TrainConfig:
     grad_clip: float = 35.0
     ema: bool = False
     ema_decay: float = 0.9998
+    #: After the last epoch, measure the labels' constant centre offset on training images and
+    #: store it in ``decode.centre_shift`` (bbavectors.engine.calibrate; docs/training.md).
+    calibrate_centres: bool = True
+    #: Training images (the first of the split, no augmentation) the calibration predicts.
+    calibration_images: int = 200
     amp: str = "bf16"  # bf16 | fp16 | none
     channels_last: bool = True
     compile: bool = False
@@ -365,6 +376,8 @@ def validate_config(cfg: Config) -> Config:
     radius = cfg.loss.regress_radius
     _check(isinstance(radius, int) and not isinstance(radius, bool) and 0 <= radius <= 3,
            f"loss.regress_radius must be an integer in 0..3, got {cfg.loss.regress_radius!r}")
+    _check(cfg.loss.neighbour_weight in ("heatmap", "uniform"),
+           f"loss.neighbour_weight must be heatmap or uniform, got {cfg.loss.neighbour_weight!r}")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.base_batch_size >= 1, f"train.base_batch_size must be >= 1, got {t.base_batch_size}")
@@ -380,6 +393,9 @@ def validate_config(cfg: Config) -> Config:
     _check(math.isfinite(t.grad_clip) and t.grad_clip >= 0,
            f"train.grad_clip must be >= 0, got {t.grad_clip}")
     _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    _check(t.calibration_images >= 1, f"train.calibration_images must be >= 1, got {t.calibration_images}")
+    _check(all(math.isfinite(v) for v in cfg.decode.centre_shift),
+           f"decode.centre_shift must be two finite numbers (dx, dy), got {cfg.decode.centre_shift}")
     _check(t.amp.lower() in ("bf16", "fp16", "none"), f"train.amp must be bf16, fp16 or none, got {t.amp!r}")
     _check(t.val_every >= 1, f"train.val_every must be >= 1, got {t.val_every}")
     _check(t.max_nonfinite >= 1, f"train.max_nonfinite must be >= 1, got {t.max_nonfinite}")

@@ -6,8 +6,9 @@ Steps (``d = down_ratio``):
    (done on logits, not on sigmoid scores: saturated float32 sigmoids tie at 1.0 and would turn
    a peak's neighbours into peaks);
 2. per-class top-K, then overall top-K (``K = top_k``); score = sigmoid(logit);
-3. centre ``c = (x + reg_x, y + reg_y) * d - o``, ``o`` the grid offset (``model.grid_offset``, 0 for
-   the original grid; see :func:`bbavectors.targets.encode_targets`);
+3. centre ``c = (x + reg_x, y + reg_y) * d - o + s``, ``o`` the grid offset (``model.grid_offset``, 0
+   for the original grid; see :func:`bbavectors.targets.encode_targets`), ``s`` the calibrated
+   centre shift (``decode.centre_shift``, :mod:`bbavectors.engine.calibrate`; 0 until measured);
 4. ``sigmoid(cls_theta) > cls_theta_thresh``: the ``t, r, b, l`` vectors (``wh[0:8] * d``); else the
    external box (``w, h = wh[8:10] * d``) as vectors ``t = (0, -h/2)``, ``r = (w/2, 0)``,
    ``b = (0, h/2)``, ``l = (-w/2, 0)``;
@@ -63,7 +64,7 @@ def _gather_channels(feature: Tensor, pix: Tensor) -> Tensor:
 
 def decode_topk(
     outputs: dict[str, Tensor], top_k: int, cls_theta_thresh: float, down_ratio: int = DOWN_RATIO,
-    rectangles: bool = False, grid_offset: float = 0.0,
+    rectangles: bool = False, grid_offset: float = 0.0, centre_shift: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The ``top_k`` best peaks per image as quadrilaterals; no threshold, no NMS, static shapes.
 
@@ -76,6 +77,7 @@ def decode_topk(
         rectangles: rotated boxes as the rectangle of their vectors' Gaussian (module docstring,
             step 5); False: the vectors' own parallelogram (the original BBAVectors).
         grid_offset: the encoder's grid offset in input pixels (step 3).
+        centre_shift: ``(dx, dy)`` added to every centre, in input pixels (step 3).
     Returns:
         ``polygons (B, K, 8)`` float32 in network-input pixels (corners tl, tr, br, bl),
         ``scores (B, K)`` float32 sorted decreasing, ``classes (B, K)`` int64; padding entries (fewer
@@ -100,6 +102,8 @@ def decode_topk(
     theta = _gather_channels(outputs["cls_theta"].float(), pix)[..., 0]
     cells = torch.stack([xs.float() + reg[..., 0], ys.float() + reg[..., 1]], dim=-1)
     centre = cells * down_ratio - grid_offset
+    if centre_shift[0] != 0.0 or centre_shift[1] != 0.0:
+        centre = centre + centre.new_tensor([float(centre_shift[0]), float(centre_shift[1])])
     rotated_vecs = wh[..., :8].reshape(b, top_k, 4, 2) * down_ratio
     level_vecs = horizontal_vectors(wh[..., 8:10] * down_ratio)
     use_vectors = torch.sigmoid(theta) > cls_theta_thresh
@@ -127,8 +131,8 @@ def decode_detections(
 
     Args:
         outputs: head logits (see :func:`decode_topk`), any batch size.
-        cfg: top_k, score_thresh (kept: score > thresh), cls_theta_thresh, rectangles, nms_thresh
-            (<= 0: no NMS).
+        cfg: top_k, score_thresh (kept: score > thresh), cls_theta_thresh, rectangles, centre_shift,
+            nms_thresh (<= 0: no NMS).
         down_ratio: output stride.
         letterbox: ``(B, 3)`` ``[scale, pad_x, pad_y]`` per image: polygons are mapped back with
             ``x = (x' - pad_x) / scale``; None keeps network-input pixels.
@@ -138,7 +142,8 @@ def decode_detections(
         int64, sorted by decreasing score, on the outputs' device.
     """
     polygons, scores, classes = decode_topk(outputs, cfg.top_k, cfg.cls_theta_thresh, down_ratio,
-                                            rectangles=cfg.rectangles, grid_offset=grid_offset)
+                                            rectangles=cfg.rectangles, grid_offset=grid_offset,
+                                            centre_shift=cfg.centre_shift)
     return select_detections(polygons, scores, classes, cfg, letterbox)
 
 

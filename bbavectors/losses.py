@@ -42,6 +42,9 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   measured from the exact centre) and the offset ``reg - (dx, dy)``, which may leave ``[0, 1)``
   (``reg`` has no activation). Why: the decoder reads the box at the heatmap's peak, and the peak of
   a wide Gaussian often lands one cell off the centre cell, where the original never trained a box.
+  With ``neighbour_weight = "uniform"`` every usable neighbour weighs 1: a small object's peak is a
+  single cell (radius 0), so the heatmap weight is 0 around it, yet its decoded peak lands off the
+  centre cell as often.
 * ``hm_quality``: the positive term of ``L_hm`` becomes a quality focal loss (GFL's QFL) whose
   target at each object's centre cell is ``q = 1 - d``, ``d`` the (detached) Hellinger distance of
   the box predicted there::
@@ -132,16 +135,18 @@ def gather_at_centres(feature: Tensor, ind: Tensor) -> Tensor:
     return feature[batch_idx, :, ys, xs]
 
 
-def neighbour_slots(targets: dict[str, Tensor], radius: int, hw: tuple[int, int]) -> dict[str, Tensor]:
+def neighbour_slots(targets: dict[str, Tensor], radius: int, hw: tuple[int, int], uniform: bool = False
+                    ) -> dict[str, Tensor]:
     """The regression slots of ``targets`` extended to the cells around each centre (module docstring).
 
     Args:
         targets: :func:`bbavectors.targets.encode_targets` output (``ind, mask, reg, wh, cls_theta``
             with ``K`` slots, ``hm``, optional ``hm_ignore``).
         radius: ``r``; hw: the output map ``(h, w)``.
+        uniform: usable neighbours weigh 1 (``loss.neighbour_weight: uniform``), not the heatmap target.
     Returns:
         ``ind`` ``(B, K * (2r+1)^2)`` long, ``weight`` ``(B, K * (2r+1)^2)`` float32 (1 at valid centres,
-        the heatmap target at usable neighbours, else 0), ``reg`` ``(B, K * (2r+1)^2, 2)``, ``wh``,
+        the heatmap target (or 1) at usable neighbours, else 0), ``reg`` ``(B, K * (2r+1)^2, 2)``, ``wh``,
         ``cls_theta`` (repeated); the centre slots first, in order.
     """
     h, w = hw
@@ -149,8 +154,11 @@ def neighbour_slots(targets: dict[str, Tensor], radius: int, hw: tuple[int, int]
     ys = torch.div(ind, w, rounding_mode="floor")
     xs = ind - ys * w
     heat = targets["hm"].amax(dim=1).flatten(1)  # (B, h * w)
+    # Another object's peak (target 1) keeps its own box; an ignored cell learns nothing.
+    blocked = heat >= 1.0
     if targets.get("hm_ignore") is not None:
-        heat = heat.masked_fill(targets["hm_ignore"].flatten(1), 0.0)
+        blocked = blocked | targets["hm_ignore"].flatten(1)
+    value = torch.ones_like(heat) if uniform else heat
     offsets = [(0, 0)] + [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
                           if (dx, dy) != (0, 0)]
     inds, weights, regs = [], [], []
@@ -161,9 +169,8 @@ def neighbour_slots(targets: dict[str, Tensor], radius: int, hw: tuple[int, int]
         if (dx, dy) == (0, 0):
             weight = mask.float()
         else:
-            at = heat.gather(1, n_ind)
-            # Another object's peak (target 1) keeps its own box.
-            weight = torch.where(inside & (at < 1.0), at, torch.zeros_like(at))
+            usable = inside & ~blocked.gather(1, n_ind)
+            weight = torch.where(usable, value.gather(1, n_ind), torch.zeros_like(value[:, :1]))
         inds.append(n_ind)
         weights.append(weight)
         regs.append(targets["reg"] - targets["reg"].new_tensor([dx, dy]))
@@ -304,7 +311,7 @@ class BBAVLoss(nn.Module):
         cfg = self.cfg
         if cfg.regress_radius > 0:
             map_hw = (outputs["wh"].shape[-2], outputs["wh"].shape[-1])
-            slots = neighbour_slots(targets, cfg.regress_radius, map_hw)
+            slots = neighbour_slots(targets, cfg.regress_radius, map_hw, cfg.neighbour_weight == "uniform")
             ind, mask = slots["ind"], slots["weight"]
         else:
             slots, ind, mask = targets, targets["ind"], targets["mask"]

@@ -605,3 +605,32 @@ def test_aligned_grid_model_exports_with_its_offset(tmp_path: Path) -> None:
     det = OnnxDetector(path, providers=["CPUExecutionProvider"])
     check = compare_runner(model, det, random_rgb(100, 150, seed=6), "aligned runner")
     assert check.unmatched == 0 and check.num_matched > 0, check.notes
+
+
+def test_calibrated_centre_shift_goes_into_the_graph(tmp_path: Path) -> None:
+    """``decode.centre_shift`` (the training's centre calibration) is part of the exported decoder
+    and of the metadata, so an exported file answers what the checkpoint answers."""
+    cfg = tiny_config()
+    cfg.model.backbone, cfg.model.head_width = "mobilenet_v2", 8
+    torch.manual_seed(7)
+    model = build_model(cfg, len(SYNTHETIC)).eval()
+    with torch.no_grad():
+        model.heads.hm[-1].weight.mul_(30.0)
+    shift = (1.25, -0.5)
+    path = export_onnx(model, tmp_path / "shifted.onnx", input_size=128, top_k=20, mean=cfg.data.mean,
+                       std=cfg.data.std, score_thresh=0.01, classes=SYNTHETIC, centre_shift=shift)
+    assert read_onnx_metadata(path).centre_shift == shift
+    plain = ExportWrapper(model, 20, 0.5, cfg.data.mean, cfg.data.std)
+    shifted = ExportWrapper(model, 20, 0.5, cfg.data.mean, cfg.data.std, centre_shift=shift)
+    gen = torch.Generator().manual_seed(7)
+    images = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8, generator=gen)
+    with torch.no_grad():
+        (p0, s0, _), (p1, _, _) = plain(images), shifted(images)
+    real = s0 > 0
+    assert real.any()
+    torch.testing.assert_close(p1[real], (p0 + torch.tensor(list(shift) * 4))[real])
+    check = compare_graph_outputs(shifted, path, images, "shifted")
+    assert check.ok(box_tol=1e-2, score_tol=1e-5), check.notes
+    det = OnnxDetector(path, providers=["CPUExecutionProvider"])
+    check = compare_runner(model, det, random_rgb(100, 150, seed=7), "shifted runner")
+    assert check.unmatched == 0 and check.num_matched > 0, check.notes

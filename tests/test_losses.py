@@ -309,6 +309,25 @@ def test_neighbour_slots_hand_values() -> None:
     assert torch.equal(slots["wh"][0, 3 * k], t["wh"][0, 0])
 
 
+def test_uniform_neighbour_weight_reaches_single_cell_peaks() -> None:
+    """A 12 x 5 px boat has a one-cell peak (radius 0): the heatmap weighs its neighbours 0, the uniform
+    weight 1 (its decoded peak lands off the centre cell as often as a big ship's)."""
+    poly = torch.from_numpy(obb_to_poly(np.array([[42.0, 30.0, 12.0, 5.0, 0.0]]))).float()
+    cfg = replace(TargetConfig(), max_objects=1, gaussian_overlap=0.1)
+    t = encode_targets([poly], [torch.tensor([0])], [torch.tensor([0])], 1, (64, 64), cfg)
+    assert int((t["hm"] > 0).sum()) == 1
+    heat = neighbour_slots(t, 1, (16, 16))["weight"][0]
+    uniform = neighbour_slots(t, 1, (16, 16), uniform=True)["weight"][0]
+    assert heat.tolist() == [1.0] + [0.0] * 8
+    assert uniform.tolist() == [1.0] * 9
+    # An ignored neighbour (a difficult object's window) weighs 0 either way.
+    t["hm_ignore"] = torch.zeros_like(t["hm_ignore"])
+    t["hm_ignore"][0, 0, 7, 11] = True
+    uniform = neighbour_slots(t, 1, (16, 16), uniform=True)["weight"][0]
+    offsets = [(0, 0)] + [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0)]
+    assert uniform[offsets.index((1, 0))] == 0.0 and uniform.sum() == 8.0
+
+
 def test_neighbour_slots_skip_the_map_border_and_other_peaks() -> None:
     polys = obb_to_poly(np.array([[2.0, 30.0, 40.0, 16.0, 0.0], [10.0, 30.0, 40.0, 16.0, 0.0]]))
     cfg = replace(TargetConfig(), max_objects=2, gaussian_overlap=0.1)

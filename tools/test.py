@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rectangles", action=argparse.BooleanOptionalAction, default=None,
                    help="--checkpoint: decode rotated boxes as rectangles (--no-rectangles: the raw "
                         "parallelograms); default: the checkpoint's decode.rectangles")
+    p.add_argument("--centre-shift", type=float, nargs=2, metavar=("DX", "DY"),
+                   help="--checkpoint: (dx, dy) input pixels added to every decoded centre; default: the "
+                        "checkpoint's decode.centre_shift (the training's centre calibration; 0 0 turns it "
+                        "off)")
     p.add_argument("--amp", choices=AMP_MODES, default="none",
                    help="autocast for --checkpoint: bf16 / fp16 (GPU) or none")
     p.add_argument("--threads", type=int, help="--onnx: intra-op threads (default: the usable cores)")
@@ -78,11 +82,16 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
         if args.rectangles is not None:
             raise ValueError("--rectangles applies to --checkpoint; an exported graph decodes as it was "
                              "exported (tools/export_onnx.py --rectangles)")
+        if args.centre_shift is not None:
+            raise ValueError("--centre-shift applies to --checkpoint; an exported graph decodes with the "
+                             "shift it was exported with")
         return Predictor.from_onnx(args.onnx, batch_size=args.batch_size, score_thresh=args.score_thresh,
                                    threads=args.threads)
     return Predictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
                                      amp=args.amp, score_thresh=args.score_thresh,
-                                     rectangles=args.rectangles)
+                                     rectangles=args.rectangles,
+                                     centre_shift=None if args.centre_shift is None
+                                     else (args.centre_shift[0], args.centre_shift[1]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -456,7 +456,7 @@ def _bench_onnx_backbone(s: OnnxBenchmarkSettings, backbone: str, work: Path, th
             outputs = {"hm": hm, "wh": wh, "reg": reg, "cls_theta": theta}
             with torch.inference_mode():
                 top = decode_topk(outputs, d.top_k, d.cls_theta_thresh, eager.down_ratio, d.rectangles,
-                                  eager.grid_offset)
+                                  eager.grid_offset, d.centre_shift)
                 return select_detections(*top, d, letterbox)
 
         row["ort_decoder_outside_ms"] = 1e3 * _median_seconds(outside, s.iters, s.warmup, eager.device)

@@ -6,7 +6,8 @@ A budgeted run ends near its budget with a *finished* learning-rate schedule, no
    or the first epoch is shorter) run on the config's schedule (warm-up first) while the step
    time is measured (the first :data:`PROBE_SKIP` steps, which pay for lazy start-up, are not timed).
 2. :func:`plan_time_budget` picks the number of steps that fits in what is left of the budget,
-   counting validation passes and checkpoint saves; the schedule is re-shaped to end there
+   counting validation passes, checkpoint saves and the end-of-run centre calibration; the
+   schedule is re-shaped to end there
    (:meth:`~bbavectors.engine.optim.WarmupSchedule.reshape`).
 3. Once, after the first epoch, the plan is re-made from that epoch's measured step time and the
    measured checkpoint time, when the step time was off by more than :data:`REPLAN_TOLERANCE`
@@ -22,7 +23,8 @@ The chosen length is stored in every checkpoint (``"budget"``) and kept on resum
 
 Validation cost before any validation ran: one validation batch is timed in eval mode (forward
 only) and scaled by the number of validation batches times :data:`VAL_OVERHEAD` (decoding, NMS,
-mAP and prediction pictures).
+mAP and prediction pictures); the calibration (``train.calibration_images`` training images,
+:mod:`bbavectors.engine.calibrate`) the same way.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def plan_time_budget(
     spent_s: float = 0.0,
     steps_done: int = 0,
     margin: float = BUDGET_MARGIN,
+    final_seconds: float = 0.0,
 ) -> BudgetPlan:
     """The most steps that end within the budget (the last epoch may be partial).
 
@@ -105,6 +108,7 @@ def plan_time_budget(
 
         spent_s + (T - steps_done) * sec_per_step
                 + validations_in(e0 + 1, E, val_every) * val_seconds + (E - e0) * save_seconds
+                + final_seconds
 
     with ``e0 = steps_done // steps_per_epoch`` epochs already finished (their validations and saves
     are in ``spent_s``); it must be at most ``budget_s * (1 - margin)``. For each ``E`` the fixed
@@ -120,6 +124,7 @@ def plan_time_budget(
         val_every: ``train.val_every``.
         save_seconds: seconds per checkpoint save.
         spent_s: seconds used so far; steps_done: steps taken so far.
+        final_seconds: work done once after the last step (the centre calibration).
     """
     if budget_s <= 0 or sec_per_step <= 0 or steps_per_epoch <= 0:
         raise ValueError(f"budget ({budget_s}), step time ({sec_per_step}) and steps per epoch "
@@ -129,7 +134,7 @@ def plan_time_budget(
 
     def fixed(epochs: int) -> float:
         return (spent_s + validations_in(done_epochs + 1, epochs, val_every) * val_seconds
-                + (epochs - done_epochs) * save_seconds)
+                + (epochs - done_epochs) * save_seconds + final_seconds)
 
     best: tuple[int, int] | None = None
     epochs = done_epochs + 1

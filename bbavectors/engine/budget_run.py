@@ -49,15 +49,17 @@ class RunBudget:
     Args:
         minutes: the budget; budget_start: ``time.time()`` when the command started (default now).
         steps_per_epoch, val_every: the run's shape.
+        calibration_images: training images the end-of-run centre calibration predicts (0: none).
     """
 
     def __init__(self, minutes: float | None, budget_start: float | None, steps_per_epoch: int,
-                 val_every: int) -> None:
+                 val_every: int, calibration_images: int = 0) -> None:
         self.minutes = minutes
         self.clock0 = budget_start if budget_start is not None else time.time()
         self.steps_per_epoch, self.val_every = steps_per_epoch, val_every
+        self.calibration_images = calibration_images
         self.plan: BudgetPlan | None = None
-        self.sec_per_step = self.val_seconds = self.save_seconds = 0.0
+        self.sec_per_step = self.val_seconds = self.save_seconds = self.calibration_seconds = 0.0
         self.measured_val: float | None = None
         self.measured_save: float | None = None
         self.step_checked = self.val_checked = False
@@ -102,15 +104,18 @@ class RunBudget:
             self.sec_per_step = (now - t0) / (self._seen - n0)
         else:  # a one-step epoch: that step's time, start-up included (over-estimates: safe)
             self.sec_per_step = now - self._created
-        self.val_seconds = self._estimate_validation(tr)
+        self.val_seconds, self.calibration_seconds = self._estimate_predictions(tr)
         self.save_seconds = self._estimate_save(tr)
         self._marks["planned"] = (time.perf_counter(), tr.step)
         self._apply(tr, "first estimate")
         return self.steps_or(last_step)
 
-    def _estimate_validation(self, tr: Trainer) -> float:
-        if tr.val_set is None:
-            return 0.0
+    def _estimate_predictions(self, tr: Trainer) -> tuple[float, float]:
+        """Seconds of one validation pass and of the end-of-run calibration (0 for what the run has not)."""
+        val_images = len(tr.val_set) if tr.val_set is not None else 0
+        calib_images = min(self.calibration_images, len(tr.train_set))
+        if val_images == 0 and calib_images == 0:
+            return 0.0, 0.0
         model = tr.ema.module if tr.ema is not None else unwrap_model(tr.model)
         s = tr.cfg.data.input_size
         x = torch.zeros(tr.cfg.train.batch_size, 3, s, s, device=tr.device)
@@ -121,8 +126,9 @@ class RunBudget:
             model(x)
             forward = time.perf_counter() - start
         model.train(was_training)
-        batches = math.ceil(len(tr.val_set) / tr.cfg.train.batch_size)
-        return batches * forward * VAL_OVERHEAD
+        batch = tr.cfg.train.batch_size
+        return (math.ceil(val_images / batch) * forward * VAL_OVERHEAD,
+                math.ceil(calib_images / batch) * forward * VAL_OVERHEAD)
 
     @staticmethod
     def _estimate_save(tr: Trainer) -> float:
@@ -135,6 +141,10 @@ class RunBudget:
     def saw_save(self, seconds: float) -> None:
         if self.measured_save is None:
             self.measured_save = seconds
+
+    def saw_calibration(self, seconds: float) -> None:
+        """The calibration ran (the run's end: nothing is planned after it; kept for the summary)."""
+        self.calibration_seconds = seconds
 
     def saw_validation(self, seconds: float) -> None:
         if self.measured_val is None:
@@ -190,18 +200,20 @@ class RunBudget:
     def _apply(self, tr: Trainer, why: str) -> None:
         assert self.minutes is not None
         budget_s = self.minutes * 60.0
-        self.sec_per_step, self.val_seconds, self.save_seconds = broadcast_object(
-            (self.sec_per_step, self.val_seconds, self.save_seconds))
+        self.sec_per_step, self.val_seconds, self.save_seconds, self.calibration_seconds = broadcast_object(
+            (self.sec_per_step, self.val_seconds, self.save_seconds, self.calibration_seconds))
         self.clock0 = broadcast_object(self.clock0)
         self.plan = plan_time_budget(budget_s, self.sec_per_step, self.steps_per_epoch, self.val_seconds,
-                                     self.val_every, self.save_seconds, self.elapsed(), tr.step)
+                                     self.val_every, self.save_seconds, self.elapsed(), tr.step,
+                                     final_seconds=self.calibration_seconds)
         self.plans += 1
         self._window_s, self._window_steps = 0.0, 0
         tr.scheduler.lr_lambdas[0].reshape(tr.step, self.plan.total_steps)  # type: ignore[attr-defined]
         if tr.dist.is_main:
             logger.info("time budget %.1f min, %s: %.3f s/step, validation ~%.1f s, save ~%.2f s, "
-                        "%.0f s used -> %d steps (%d epoch(s)), predicted end at %.0f s", self.minutes, why,
-                        self.sec_per_step, self.val_seconds, self.save_seconds, self.elapsed(),
+                        "calibration ~%.1f s, %.0f s used -> %d steps (%d epoch(s)), predicted end at %.0f s",
+                        self.minutes, why, self.sec_per_step, self.val_seconds, self.save_seconds,
+                        self.calibration_seconds, self.elapsed(),
                         self.plan.total_steps, self.plan.epochs, self.plan.predicted_seconds)
         tr.metrics.log("budget", tr.step, tr.epoch, {**self.summary_values(), "reason": why})
 
@@ -210,6 +222,7 @@ class RunBudget:
         plan = self.plan
         return {"budget_s": (self.minutes or 0.0) * 60.0, "sec_per_step": self.sec_per_step,
                 "val_seconds": self.val_seconds, "save_seconds": self.save_seconds,
+                "calibration_seconds": self.calibration_seconds,
                 "total_steps": plan.total_steps if plan else None, "epochs": plan.epochs if plan else None,
                 "predicted_s": plan.predicted_seconds if plan else None, "used_s": self.elapsed(),
                 "plans": self.plans}
@@ -233,7 +246,8 @@ class RunBudget:
             return None
         return {"minutes": self.minutes, "total_steps": self.plan.total_steps, "epochs": self.plan.epochs,
                 "predicted_s": self.plan.predicted_seconds, "sec_per_step": self.sec_per_step,
-                "val_seconds": self.val_seconds, "save_seconds": self.save_seconds, "plans": self.plans}
+                "val_seconds": self.val_seconds, "save_seconds": self.save_seconds,
+                "calibration_seconds": self.calibration_seconds, "plans": self.plans}
 
     def restore(self, saved: dict[str, Any] | None) -> bool:
         """Keep a saved plan (no new probe, no re-plan); False when there is none."""
@@ -243,6 +257,7 @@ class RunBudget:
         self.plan = BudgetPlan(int(saved["total_steps"]), int(saved["epochs"]), float(saved["predicted_s"]))
         self.sec_per_step = float(saved["sec_per_step"])
         self.val_seconds, self.save_seconds = float(saved["val_seconds"]), float(saved["save_seconds"])
+        self.calibration_seconds = float(saved.get("calibration_seconds", 0.0))  # older checkpoints: none
         self.plans = int(saved["plans"])
         self.step_checked = self.val_checked = True
         self.follow_drift = False

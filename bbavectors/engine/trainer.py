@@ -19,7 +19,10 @@ an uninterrupted one. After every epoch rank 0 writes ``last.pt`` (model, optimi
 scaler, epoch, step, best mAP, EMA, budget, config, class names) *before* validating; validation runs
 every ``train.val_every`` epochs and after the last, on rank 0, with the EMA weights when
 ``train.ema``; when the VOC07 mAP improved, ``best.pt`` is written (and ``last.pt`` again, with the
-new best). ``resume`` continues from a ``last.pt``: same run folder, step count and learning-rate curve.
+new best). After the last epoch, before its save, the labels' centre offset is measured on training
+images and stored in ``decode.centre_shift`` (``train.calibrate_centres``,
+:mod:`bbavectors.engine.calibrate`). ``resume`` continues from a ``last.pt``: same run folder, step count
+and learning-rate curve.
 ``train.time_budget`` sets the run's length from measured speed (:mod:`bbavectors.engine.budget`).
 
 Run folder ``runs/<name>/`` (created once every start-up check passed): ``config.yaml``, ``last.pt``,
@@ -50,6 +53,7 @@ from ..losses import BBAVLoss
 from ..runtime import AMP_MODES, autocast_context, configure_cpu_threads, resolve_amp, resolve_device
 from ..targets import encode_targets
 from .budget_run import RunBudget
+from .calibrate import calibrate_run
 from .data_checks import check_images_readable, check_objects
 from .distributed import (
     DistInfo,
@@ -156,7 +160,8 @@ class Trainer:
         self.ema = ModelEMA(self.model, t.ema_decay) if t.ema else None
         self.criterion = BBAVLoss(cfg.loss)
         self.guard = NonFiniteGuard(list(self.model.buffers()), t.max_nonfinite, log=self.dist.is_main)
-        self.budget = RunBudget(t.time_budget, budget_start, self.steps_per_epoch, t.val_every)
+        self.budget = RunBudget(t.time_budget, budget_start, self.steps_per_epoch, t.val_every,
+                                t.calibration_images if t.calibrate_centres else 0)
         state = resume_state if resume_state is not None else (
             load_resume_checkpoint(resume) if resume is not None else None)
         self.scheduler = restore(self, state, Path(resume) if resume is not None else None)
@@ -253,6 +258,8 @@ class Trainer:
                 self.metrics.log("epoch", self.step, self.epoch, stats)
                 if self.dist.is_main:
                     self.history.append({"epoch": float(self.epoch), **stats})
+                if self._finished_training():
+                    calibrate_run(self)
                 save_epoch(self, improved=False)  # before validating: a failing validation loses nothing
                 if self._due_for_validation() and self.validate():
                     save_epoch(self, improved=True)
@@ -372,10 +379,12 @@ class Trainer:
         self.metrics.close()
         cleanup_distributed()
 
+    def _finished_training(self) -> bool:
+        return self.epoch >= self.budget.epochs_or(self.cfg.train.epochs)
+
     def _due_for_validation(self) -> bool:
         every = max(1, self.cfg.train.val_every)
-        last = self.epoch >= self.budget.epochs_or(self.cfg.train.epochs)
-        return self.val_set is not None and (self.epoch % every == 0 or last)
+        return self.val_set is not None and (self.epoch % every == 0 or self._finished_training())
 
     def _emit(self, event: str) -> None:
         if self.hook is not None:

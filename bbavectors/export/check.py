@@ -181,6 +181,7 @@ def reference_predictor(model: nn.Module, detector: OnnxDetector) -> Predictor:
     cfg.data.mean, cfg.data.std = info.mean, info.std
     cfg.decode = DecodeConfig(top_k=info.top_k, score_thresh=detector.score_thresh,
                               cls_theta_thresh=info.cls_theta_thresh, rectangles=info.rectangles,
+                              centre_shift=info.centre_shift,
                               nms_thresh=detector.nms_thresh)
     device = next(model.parameters()).device
     return Predictor(model, cfg, info.classes, device=device, batch_size=1, channels_last=False)
@@ -216,7 +217,7 @@ def check_export(
         model, info.top_k, info.cls_theta_thresh,
         info.mean if info.normalize_inside else None, info.std if info.normalize_inside else None,
         int(getattr(model, "down_ratio", DOWN_RATIO)), info.nms_thresh if info.nms_in_graph else None,
-        rectangles=info.rectangles,
+        rectangles=info.rectangles, centre_shift=info.centre_shift,
     )
     size = random_size or info.input_size
     results = []

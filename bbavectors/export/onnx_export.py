@@ -188,6 +188,7 @@ class ExportWrapper(nn.Module):
         rectangles: rotated boxes decoded as rectangles (``decode.rectangles``, see ``decode_topk``).
         grid_offset: the model's grid offset (``decode_topk``); None reads ``model.grid_offset``
             (0 when the model has none).
+        centre_shift: the calibrated ``(dx, dy)`` added to every centre (``decode.centre_shift``).
 
     ``forward(images)`` -> ``(polygons (B, K, 8) float32, scores (B, K), classes (B, K) int64)``,
     polygons in input pixels (``decode_topk`` pads with score-0 entries when the map has fewer peaks).
@@ -207,6 +208,7 @@ class ExportWrapper(nn.Module):
         nms_thresh: float | None = None,
         rectangles: bool = False,
         grid_offset: float | None = None,
+        centre_shift: Sequence[float] = (0.0, 0.0),
     ) -> None:
         super().__init__()
         if top_k < 1:
@@ -219,6 +221,9 @@ class ExportWrapper(nn.Module):
         self.rectangles = bool(rectangles)
         self.down_ratio = int(down_ratio)
         self.grid_offset = float(getattr(model, "grid_offset", 0.0) if grid_offset is None else grid_offset)
+        if len(centre_shift) != 2:
+            raise ValueError(f"centre_shift must be (dx, dy), got {centre_shift!r}")
+        self.centre_shift = (float(centre_shift[0]), float(centre_shift[1]))
         self.size_divisor = int(getattr(model, "size_divisor", 32))
         self.nms_thresh = None if nms_thresh is None else float(nms_thresh)
         self.normalize_inside = mean is not None
@@ -248,7 +253,7 @@ class ExportWrapper(nn.Module):
         outputs = self.model(self._pad_to_divisor(x))
         outputs = {name: v[:, :, :out_h, :out_w] for name, v in outputs.items()}
         polygons, scores, classes = decode_topk(outputs, self.top_k, self.cls_theta_thresh, self.down_ratio,
-                                                self.rectangles, self.grid_offset)
+                                                self.rectangles, self.grid_offset, self.centre_shift)
         polygons, classes = polygons.float(), classes.to(torch.int64)
         if self.nms_thresh is not None:
             polygons, scores, classes = graph_rotated_nms(polygons, scores, classes, self.nms_thresh)
@@ -305,13 +310,15 @@ def export_onnx(
     dynamo: bool = True,
     extra_metadata: Mapping[str, str] | None = None,
     rectangles: bool = False,
+    centre_shift: Sequence[float] = (0.0, 0.0),
 ) -> Path:
     """Export ``model`` + decoder to ``path`` (atomic write) and return the path.
 
     Args:
         model: CTRBOX (kept on its device; put in eval mode for the export, mode restored after).
         input_size: side of the example input and the runner's letterbox size (metadata).
-        top_k, cls_theta_thresh, rectangles: decoding inside the graph (see :class:`ExportWrapper`).
+        top_k, cls_theta_thresh, rectangles, centre_shift: decoding inside the graph (see
+            :class:`ExportWrapper`).
         opset: ONNX opset (>= 17). The dynamo exporter builds opset 18 and converts down; a model
             that cannot be converted is kept at its own opset (logged, and written in the metadata).
         dynamic: batch, height and width dynamic (dynamo) / batch only (``dynamo=False``);
@@ -345,7 +352,7 @@ def export_onnx(
     wrapper = ExportWrapper(
         model, top_k, cls_theta_thresh,
         mean if normalize_inside else None, std if normalize_inside else None,
-        down_ratio, nms_thresh if with_nms else None, rectangles=rectangles,
+        down_ratio, nms_thresh if with_nms else None, rectangles=rectangles, centre_shift=centre_shift,
     )
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -384,6 +391,7 @@ def export_onnx(
         top_k=int(top_k),
         cls_theta_thresh=float(cls_theta_thresh),
         rectangles=bool(rectangles),
+        centre_shift=wrapper.centre_shift,
         score_thresh=float(score_thresh),
         nms_thresh=float(nms_thresh),
         nms_in_graph=bool(with_nms),
@@ -438,6 +446,7 @@ def export_checkpoint(
         top_k=top_k,
         cls_theta_thresh=cfg.decode.cls_theta_thresh,
         rectangles=cfg.decode.rectangles if rectangles is None else rectangles,
+        centre_shift=cfg.decode.centre_shift,
         opset=opset,
         dynamic=dynamic,
         with_nms=with_nms,

@@ -90,6 +90,8 @@ class OnnxModelInfo:
     version: str = ""
     #: The graph decodes rotated boxes as rectangles (``decode.rectangles``; older files: False).
     rectangles: bool = False
+    #: The calibrated centre shift inside the graph (``decode.centre_shift``; older files: none).
+    centre_shift: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def metadata_keys(cls) -> tuple[str, ...]:
@@ -134,6 +136,12 @@ class OnnxModelInfo:
         values["dynamic"] = str(values["dynamic"])
         if "rectangles" in values:
             values["rectangles"] = bool(values["rectangles"])
+        if "centre_shift" in values:
+            shift = values["centre_shift"]
+            if not isinstance(shift, list) or len(shift) != 2:
+                raise ValueError(f"{source}: metadata key 'bbavectors.centre_shift' must be [dx, dy], "
+                                 f"got {shift!r}")
+            values["centre_shift"] = (float(shift[0]), float(shift[1]))
         return cls(**values)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -153,6 +154,7 @@ class OnnxBackend:
         cfg.decode.top_k = info.top_k
         cfg.decode.cls_theta_thresh = info.cls_theta_thresh
         cfg.decode.rectangles = info.rectangles
+        cfg.decode.centre_shift = info.centre_shift
         cfg.decode.score_thresh = info.score_thresh
         cfg.decode.nms_thresh = info.nms_thresh
         return cfg
@@ -176,6 +178,8 @@ class Predictor:
         decode_nms_thresh: overrides ``cfg.decode.nms_thresh`` (per-image NMS) when given.
         rectangles: overrides ``cfg.decode.rectangles`` when given (PyTorch models; an exported graph
             decodes as it was exported).
+        centre_shift: overrides ``cfg.decode.centre_shift`` (the training's centre calibration, input
+            pixels) when given; PyTorch models only, like ``rectangles``.
         channels_last: memory format of the model and inputs; default: on for CUDA.
 
     The decoder's grid offset is the model's own ``grid_offset`` (CTRBOX carries it), else
@@ -194,6 +198,7 @@ class Predictor:
         decode_nms_thresh: float | None = None,
         channels_last: bool | None = None,
         rectangles: bool | None = None,
+        centre_shift: tuple[float, float] | None = None,
     ) -> None:
         if batch_size is not None and batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -206,6 +211,9 @@ class Predictor:
             if rectangles is not None and rectangles != self.onnx.info.rectangles:
                 raise ValueError(f"rectangles={rectangles} differs from the exported graph's decoder "
                                  f"({self.onnx.info.rectangles}): export again with the setting wanted")
+            if centre_shift is not None and tuple(centre_shift) != self.onnx.info.centre_shift:
+                raise ValueError(f"centre_shift={tuple(centre_shift)} differs from the exported graph's "
+                                 f"({self.onnx.info.centre_shift}): export again with the setting wanted")
             device = "cpu"
         self.device = resolve_device(device)
         self.cfg = cfg
@@ -220,6 +228,10 @@ class Predictor:
             self.decode_cfg.nms_thresh = float(decode_nms_thresh)
         if rectangles is not None:
             self.decode_cfg.rectangles = bool(rectangles)
+        if centre_shift is not None:
+            if len(centre_shift) != 2 or not all(math.isfinite(float(v)) for v in centre_shift):
+                raise ValueError(f"centre_shift must be two finite numbers (dx, dy), got {centre_shift!r}")
+            self.decode_cfg.centre_shift = (float(centre_shift[0]), float(centre_shift[1]))
         self.model: nn.Module | None = None
         self.grid_offset = float(getattr(model, "grid_offset", cfg.model.grid_offset))
         if isinstance(model, nn.Module):
@@ -239,6 +251,7 @@ class Predictor:
         score_thresh: float | None = None,
         decode_nms_thresh: float | None = None,
         rectangles: bool | None = None,
+        centre_shift: tuple[float, float] | None = None,
     ) -> Predictor:
         """Rebuild the model stored in a checkpoint (EMA weights when present).
 
@@ -250,7 +263,8 @@ class Predictor:
         logger.info("loaded %s: %s, %d classes, input %d", path, cfg.model.backbone, len(classes),
                     cfg.data.input_size)
         return cls(model, cfg, classes, device=device, batch_size=batch_size, amp=amp,
-                   score_thresh=score_thresh, decode_nms_thresh=decode_nms_thresh, rectangles=rectangles)
+                   score_thresh=score_thresh, decode_nms_thresh=decode_nms_thresh, rectangles=rectangles,
+                   centre_shift=centre_shift)
 
     @classmethod
     def from_onnx(
@@ -326,7 +340,7 @@ class Predictor:
         with torch.inference_mode():
             return decode_topk(self.forward(images), self.decode_cfg.top_k, self.decode_cfg.cls_theta_thresh,
                                self.down_ratio, rectangles=self.decode_cfg.rectangles,
-                               grid_offset=self.grid_offset)
+                               grid_offset=self.grid_offset, centre_shift=self.decode_cfg.centre_shift)
 
     def decode(self, outputs: dict[str, Tensor], letterbox: Tensor | None = None) -> list[Detections]:
         """Batched decode of PyTorch logits (threshold, per-class NMS) on the outputs' device.
