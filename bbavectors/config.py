@@ -233,7 +233,7 @@ class TrainConfig:
     #: After the last epoch, measure the labels' constant centre offset on training images and
     #: store it in ``decode.centre_shift`` (bbavectors.engine.calibrate; docs/training.md).
     calibrate_centres: bool = True
-    #: Training images (the first of the split, no augmentation) the calibration predicts.
+    #: Training images (spread evenly over the split, no augmentation) the calibration predicts.
     calibration_images: int = 200
     amp: str = "bf16"  # bf16 | fp16 | none
     channels_last: bool = True
