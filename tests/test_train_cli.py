@@ -53,7 +53,7 @@ def test_one_epoch_writes_the_run_folder_then_resumes(tiny_root: Path, tmp_path:
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert list((run / "predictions").glob("*.png"))
     kinds = {r["kind"] for r in read_metrics(run / "metrics.jsonl")}
-    assert kinds == {"train", "epoch", "val"}
+    assert kinds == {"train", "epoch", "val", "calibration"}  # calibration: after the last epoch
     first = load_checkpoint(run / "last.pt")
     assert first["epoch"] == 1
 
