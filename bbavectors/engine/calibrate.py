@@ -152,24 +152,25 @@ def measure_centre_offset(
     """
     start = time.perf_counter()
     scales: dict[str, float] = {}
-    per_image: dict[str, dict[str, NDArray[Any]]] = {}
 
-    def keep(image_id: str, original: NDArray[np.uint8] | None, dets: Mapping[str, Any]) -> None:
+    def note_scale(image_id: str, original: NDArray[np.uint8] | None, dets: Mapping[str, Any]) -> None:
         assert original is not None
         scales[image_id] = letterbox_params(original.shape[0], original.shape[1], predictor.input_size).scale
-        per_image[image_id] = {k: np.asarray(v) for k, v in dets.items()}
 
-    run = predict_image_files(predictor, items, workers=workers, progress=progress, on_image=keep,
-                              keep_originals=True, desc="calibrate")
+    # The collector keeps every image's detections (numpy, original pixels): nothing else to store.
+    run = predict_image_files(predictor, items, workers=workers, progress=progress, on_image=note_scale,
+                              keep_originals=True, keep_images=len(items), desc="calibrate")
     diffs = []
-    for image_id, dets in per_image.items():
+    for image_id, dets in run.collector.kept.items():
         label = ground_truth[image_id]
+        names = np.array(label.class_names())
+        usable = label.difficult() == 0
         for k, name in enumerate(classes):
-            wanted = [o.polygon for o in label.objects if o.class_name == name and not o.difficult]
+            wanted = usable & (names == name)
             sel = dets["classes"] == k
-            if not wanted or not sel.any():
+            if not wanted.any() or not sel.any():
                 continue
-            d = centre_differences(np.asarray(wanted), dets["polygons"][sel], dets["scores"][sel])
+            d = centre_differences(label.polygons()[wanted], dets["polygons"][sel], dets["scores"][sel])
             diffs.append(d * scales[image_id])
     both = np.concatenate(diffs) if diffs else np.zeros((0, 2))
     applied = len(both) >= MIN_MATCHES
