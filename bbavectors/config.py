@@ -137,6 +137,12 @@ class AugmentConfig:
     #: most of the time, and a mostly cut object is only an ignore region, so big objects would
     #: rarely be learnt whole. Only acts with ``crop_size``.
     crop_on_objects: float = 0.0
+    #: ``(dx, dy)`` in network-input pixels added to every training label before augmentation: moves
+    #: labels that sit a constant offset away from their objects onto the objects. Flips and quarter
+    #: turns would otherwise turn that offset into noise of its size in every direction (a left-right
+    #: flip maps ``dx`` to ``-dx``). The centre calibration (``train.calibrate_centres``) then measures
+    #: the offset back for the decoder. docs/training.md "Centre calibration".
+    label_shift: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -235,6 +241,11 @@ class TrainConfig:
     calibrate_centres: bool = True
     #: Training images (spread evenly over the split, no augmentation) the calibration predicts.
     calibration_images: int = 200
+    #: Fraction of the planned steps (0 = off) after which the offset is also measured once mid-run and
+    #: the training labels are moved by it (``augment.label_shift``): from then on the network learns
+    #: from labels that sit on the objects, whatever the flips (bbavectors.engine.calibrate,
+    #: docs/training.md). Needs ``calibrate_centres``: the decoder gets the offset back from it.
+    label_shift_at: float = 0.0
     amp: str = "bf16"  # bf16 | fp16 | none
     channels_last: bool = True
     compile: bool = False
@@ -393,7 +404,13 @@ def validate_config(cfg: Config) -> Config:
     _check(math.isfinite(t.grad_clip) and t.grad_clip >= 0,
            f"train.grad_clip must be >= 0, got {t.grad_clip}")
     _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    _check(math.isfinite(t.label_shift_at) and 0 <= t.label_shift_at < 1,
+           f"train.label_shift_at must be in [0, 1), got {t.label_shift_at}")
+    _check(t.label_shift_at == 0 or t.calibrate_centres,
+           "train.label_shift_at needs train.calibrate_centres: the decoder must get the labels' offset back")
     _check(t.calibration_images >= 1, f"train.calibration_images must be >= 1, got {t.calibration_images}")
+    _check(len(cfg.augment.label_shift) == 2 and all(math.isfinite(v) for v in cfg.augment.label_shift),
+           f"augment.label_shift must be two finite numbers (dx, dy), got {cfg.augment.label_shift}")
     _check(all(math.isfinite(v) for v in cfg.decode.centre_shift),
            f"decode.centre_shift must be two finite numbers (dx, dy), got {cfg.decode.centre_shift}")
     _check(t.amp.lower() in ("bf16", "fp16", "none"), f"train.amp must be bf16, fp16 or none, got {t.amp!r}")

@@ -15,10 +15,12 @@ from test_train_engine import _trainer, make_tiny_dataset
 
 import bbavectors.engine.calibrate as calibrate
 from bbavectors.checkpoint import load_checkpoint, model_from_checkpoint
-from bbavectors.config import Config, ConfigError, apply_overrides, validate_config
+from bbavectors.config import AugmentConfig, Config, ConfigError, apply_overrides, validate_config
 from bbavectors.data.dataset import DotaDataset
 from bbavectors.data.letterbox import normalize_images
+from bbavectors.data.transforms import augment_sample
 from bbavectors.decode import decode_topk
+from bbavectors.engine.trainer import Trainer
 from bbavectors.engine.calibrate import (
     CentreCalibration,
     box_centres,
@@ -168,3 +170,91 @@ def test_calibration_off_runs_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     trainer.fit()
     trainer.close()
     assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["decode"]["centre_shift"] == [0.0, 0.0]
+
+
+def test_label_shift_moves_every_training_label_before_the_flips() -> None:
+    image = np.zeros((256, 512, 3), np.uint8)  # letterbox scale 2 at 1024
+    poly = np.array([[100.0, 100, 140, 100, 140, 120, 100, 120]])
+
+    def augmented(shift: tuple[float, float]) -> np.ndarray:
+        cfg = AugmentConfig(hflip=1.0, vflip=0.0, rot90=0.0, scale_min=1.0, scale_max=1.0, color_jitter=0.0,
+                            label_shift=shift)
+        return augment_sample(image, poly, np.zeros(1, np.int64), 1024, cfg, np.random.default_rng(0)).polygons
+
+    moved = augmented((1.0, -2.0)) - augmented((0.0, 0.0))
+    # Input pixels (not original ones), and mirrored with the image: +1 px in x becomes -1 px.
+    np.testing.assert_allclose(moved, [[-1.0, -2.0] * 4], atol=1e-9)
+
+
+def test_label_shift_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="augment.label_shift"):
+        validate_config(apply_overrides(Config(), ["augment.label_shift=[.inf, 0]"]))
+    with pytest.raises(ConfigError, match="label_shift_at must be in"):
+        validate_config(apply_overrides(Config(), ["train.label_shift_at=1"]))
+    with pytest.raises(ConfigError, match="needs train.calibrate_centres"):
+        validate_config(apply_overrides(Config(), ["train.label_shift_at=0.3", "train.calibrate_centres=false"]))
+
+
+def _first_batch_polygons(trainer: Trainer, shift: tuple[float, float]) -> list[torch.Tensor]:
+    trainer.cfg.augment.label_shift = shift
+    trainer.rebuild_train_loader()
+    return list(next(iter(trainer.train_loader))["polygons"])
+
+
+def test_mid_run_pass_moves_the_training_labels_once_and_the_decoder_gets_the_offset(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_tiny_dataset(tmp_path / "data")
+    seen: list[tuple[int, tuple[float, float], tuple[float, float]]] = []
+    trainer_ref: list[Trainer] = []
+
+    def fake(predictor: Predictor, items: list[tuple[str, Path]], *args: object, **kwargs: object
+             ) -> CentreCalibration:
+        tr = trainer_ref[0]
+        seen.append((tr.epoch, tuple(predictor.decode_cfg.centre_shift),  # type: ignore[arg-type]
+                     tuple(tr.cfg.augment.label_shift)))
+        return CentreCalibration((0.5, -0.25), 150, 3, (1.0, 1.0), True, 0.1)
+
+    monkeypatch.setattr(calibrate, "measure_centre_offset", fake)
+    # No random geometry: the same seed then augments identically but for the shift. One worker: the
+    # shift must reach the loader's worker processes, which hold their own copy of the data set.
+    trainer = _trainer(root, tmp_path / "run", "train.epochs=3", "train.calibration_images=3",
+                       "train.label_shift_at=0.3", "data.workers=1", "augment.hflip=0", "augment.vflip=0",
+                       "augment.rot90=0", "augment.scale_min=1", "augment.scale_max=1",
+                       "augment.color_jitter=0")
+    trainer_ref.append(trainer)
+    old_loader = trainer.train_loader
+    trainer.fit()
+    # Once mid-run (after the first of three epochs, before any shift), once at the end.
+    assert seen == [(1, (0.0, 0.0), (0.0, 0.0)), (3, (0.0, 0.0), (-0.5, 0.25))]
+    assert trainer.train_loader is not old_loader and trainer.labels_shifted
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["labels_shifted"] is True
+    assert ckpt["config"]["augment"]["label_shift"] == [-0.5, 0.25]
+    assert ckpt["config"]["decode"]["centre_shift"] == [0.5, -0.25]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    shifts = [r for r in records if r["kind"] == "label_shift"]
+    assert len(shifts) == 1 and shifts[0]["label_shift_x"] == -0.5 and shifts[0]["epoch"] == 1
+    # The workers of the rebuilt loader move every label by the shift.
+    shifted = _first_batch_polygons(trainer, (-0.5, 0.25))
+    plain = _first_batch_polygons(trainer, (0.0, 0.0))
+    trainer.close()
+    for a, b in zip(shifted, plain):
+        torch.testing.assert_close(a - b, torch.tensor([-0.5, 0.25] * 4).expand_as(a), atol=1e-4, rtol=0)
+
+
+def test_mid_run_pass_with_too_few_pairs_keeps_the_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_tiny_dataset(tmp_path / "data", num_images=8)
+    calls: list[int] = []
+
+    def fake(*args: object, **kwargs: object) -> CentreCalibration:
+        calls.append(1)
+        return CentreCalibration((0.0, 0.0), 3, 3, (0.0, 0.0), False, 0.1)
+
+    monkeypatch.setattr(calibrate, "measure_centre_offset", fake)
+    trainer = _trainer(root, tmp_path / "run", "train.epochs=6", "train.label_shift_at=0.1")
+    trainer.fit()
+    trainer.close()
+    # Tried after epochs 1, 2 and 3 (LABEL_SHIFT_TRIES), then only the final calibration.
+    assert len(calls) == 3 + 1
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["labels_shifted"] is False and ckpt["config"]["augment"]["label_shift"] == [0.0, 0.0]

@@ -428,6 +428,11 @@ def augment_sample(
         raise ValueError(f"{polys.shape[0]} polygons but {diff.shape[0]} difficult flags")
     h, w = image.shape[:2]
     params = letterbox_params(h, w, size)
+    if any(cfg.label_shift):
+        # Before the flips, so that the shift turns with the image (AugmentConfig.label_shift).
+        polys = polys.copy()
+        polys[:, 0::2] += cfg.label_shift[0] / params.scale
+        polys[:, 1::2] += cfg.label_shift[1] / params.scale
     image_rect = np.array([0.0, 0.0, w, 0.0, w, h, 0.0, h])
     out_size = size if cfg.crop_size is None else min(int(cfg.crop_size), size)
     if is_identity(cfg, size):

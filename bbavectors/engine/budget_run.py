@@ -50,14 +50,17 @@ class RunBudget:
         minutes: the budget; budget_start: ``time.time()`` when the command started (default now).
         steps_per_epoch, val_every: the run's shape.
         calibration_images: training images the end-of-run centre calibration predicts (0: none).
+        label_shift_pass: the run also calibrates once mid-run (``train.label_shift_at``): its time is
+            reserved too until :meth:`saw_label_shift`.
     """
 
     def __init__(self, minutes: float | None, budget_start: float | None, steps_per_epoch: int,
-                 val_every: int, calibration_images: int = 0) -> None:
+                 val_every: int, calibration_images: int = 0, label_shift_pass: bool = False) -> None:
         self.minutes = minutes
         self.clock0 = budget_start if budget_start is not None else time.time()
         self.steps_per_epoch, self.val_every = steps_per_epoch, val_every
         self.calibration_images = calibration_images
+        self.label_shift_pending = label_shift_pass
         self.plan: BudgetPlan | None = None
         self.sec_per_step = self.val_seconds = self.save_seconds = self.calibration_seconds = 0.0
         self.measured_val: float | None = None
@@ -146,6 +149,13 @@ class RunBudget:
         """The calibration ran (the run's end: nothing is planned after it; kept for the summary)."""
         self.calibration_seconds = seconds
 
+    def saw_label_shift(self, seconds: float | None) -> None:
+        """The mid-run calibration succeeded (``seconds`` None: in an earlier process, before a resume):
+        its reserve is released; its time is in the clock already."""
+        self.label_shift_pending = False
+        if seconds is not None and seconds > 0:
+            self.calibration_seconds = seconds
+
     def saw_validation(self, seconds: float) -> None:
         if self.measured_val is None:
             self.measured_val = seconds
@@ -205,7 +215,7 @@ class RunBudget:
         self.clock0 = broadcast_object(self.clock0)
         self.plan = plan_time_budget(budget_s, self.sec_per_step, self.steps_per_epoch, self.val_seconds,
                                      self.val_every, self.save_seconds, self.elapsed(), tr.step,
-                                     final_seconds=self.calibration_seconds)
+                                     final_seconds=self.calibration_seconds * (2 if self.label_shift_pending else 1))
         self.plans += 1
         self._window_s, self._window_steps = 0.0, 0
         tr.scheduler.lr_lambdas[0].reshape(tr.step, self.plan.total_steps)  # type: ignore[attr-defined]

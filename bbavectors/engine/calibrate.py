@@ -192,39 +192,85 @@ def calibration_items(dataset: Any, count: int) -> list[tuple[str, Path]]:
     return [(r.image_id, Path(r.path)) for r in chosen]
 
 
+def _measure(tr: Trainer) -> CentreCalibration:
+    """Rank 0: the offset measured with the weights that are saved (EMA when enabled), on top of the
+    ``decode.centre_shift`` in force."""
+    t = tr.cfg.train
+    model = tr.ema.module if tr.ema is not None else unwrap_model(tr.model)
+    was_training = model.training
+    try:
+        predictor = Predictor(model, tr.cfg, tr.classes, device=tr.device, batch_size=t.batch_size,
+                              amp=amp_mode_of(tr.amp_dtype), channels_last=tr.channels_last)
+        result = measure_centre_offset(predictor, calibration_items(tr.train_set, t.calibration_images),
+                                       tr.train_set.ground_truth(), tr.classes,
+                                       workers=min(tr.cfg.data.workers, 2), progress=tr.progress)
+    finally:
+        model.train(was_training)
+    logger.info(result.describe())
+    return result
+
+
+def _record(result: CentreCalibration) -> dict[str, float]:
+    return {"offset_x": result.offset[0], "offset_y": result.offset[1], "matches": float(result.matches),
+            "images": float(result.images), "spread_x": result.spread[0], "spread_y": result.spread[1],
+            "applied": float(result.applied), "seconds": result.seconds}
+
+
 def calibrate_run(tr: Trainer) -> CentreCalibration | None:
     """The end-of-training calibration of a :class:`~bbavectors.engine.trainer.Trainer`: rank 0
     measures with the weights that are saved (EMA when enabled), every rank gets the new
     ``decode.centre_shift``; ``config.yaml`` is rewritten. None when ``train.calibrate_centres`` is off
     (or on the other ranks)."""
-    t = tr.cfg.train
-    if not t.calibrate_centres:
+    if not tr.cfg.train.calibrate_centres:
         return None
     result = None
     shift = tuple(tr.cfg.decode.centre_shift)
     if tr.dist.is_main:
-        model = tr.ema.module if tr.ema is not None else unwrap_model(tr.model)
-        was_training = model.training
-        try:
-            predictor = Predictor(model, tr.cfg, tr.classes, device=tr.device, batch_size=t.batch_size,
-                                  amp=amp_mode_of(tr.amp_dtype), channels_last=tr.channels_last)
-            result = measure_centre_offset(predictor, calibration_items(tr.train_set, t.calibration_images),
-                                           tr.train_set.ground_truth(), tr.classes,
-                                           workers=min(tr.cfg.data.workers, 2), progress=tr.progress)
-        finally:
-            model.train(was_training)
-        logger.info(result.describe())
+        result = _measure(tr)
         if result.applied:
             shift = (shift[0] + result.offset[0], shift[1] + result.offset[1])
             logger.info("decode.centre_shift = (%.3f, %.3f) input px", *shift)
         tr.metrics.log("calibration", tr.step, tr.epoch, {
-            "offset_x": result.offset[0], "offset_y": result.offset[1], "matches": float(result.matches),
-            "images": float(result.images), "spread_x": result.spread[0], "spread_y": result.spread[1],
-            "applied": float(result.applied), "seconds": result.seconds,
-            "centre_shift_x": shift[0], "centre_shift_y": shift[1]})
+            **_record(result), "centre_shift_x": shift[0], "centre_shift_y": shift[1]})
         tr.budget.saw_calibration(result.seconds)
     shift = broadcast_object(shift)
     tr.cfg.decode.centre_shift = (float(shift[0]), float(shift[1]))
+    if tr.dist.is_main:
+        save_config(tr.cfg, tr.run_dir / "config.yaml")
+    return result
+
+
+def shift_training_labels(tr: Trainer) -> CentreCalibration | None:
+    """The mid-run pass of ``train.label_shift_at``: measure the offset as :func:`calibrate_run` does,
+    and when enough pairs were found move the training labels onto the centres the network has
+    learnt (``augment.label_shift``), so that from here on flips no longer turn the labels' offset
+    into noise; the final calibration then measures the whole offset for the decoder. Every rank
+    rebuilds its training loader (the workers hold a copy of the augmentation settings);
+    ``config.yaml`` is rewritten. Returns rank 0's measurement (None on the other ranks).
+
+    With the network's centres ``c_net = label - offset - centre_shift`` the new shift is
+    ``c_net - label = -(offset + centre_shift)``: it replaces, not adds to, any shift in force, since
+    a network trained on shifted labels has learnt that shift.
+    """
+    result = None
+    update: tuple[float, float] | None = None
+    if tr.dist.is_main:
+        result = _measure(tr)
+        centre = tr.cfg.decode.centre_shift
+        if result.applied:
+            update = (-(result.offset[0] + centre[0]), -(result.offset[1] + centre[1]))
+            logger.info("augment.label_shift = (%.3f, %.3f) input px: the training labels follow the "
+                        "network's centres from step %d", *update, tr.step)
+        current = update if update is not None else tuple(tr.cfg.augment.label_shift)
+        tr.metrics.log("label_shift", tr.step, tr.epoch, {
+            **_record(result), "label_shift_x": current[0], "label_shift_y": current[1]})
+    update, seconds = broadcast_object((update, result.seconds if result is not None else 0.0))
+    if update is None:
+        return result
+    tr.budget.saw_label_shift(seconds)
+    tr.cfg.augment.label_shift = (float(update[0]), float(update[1]))
+    tr.labels_shifted = True
+    tr.rebuild_train_loader()
     if tr.dist.is_main:
         save_config(tr.cfg, tr.run_dir / "config.yaml")
     return result

@@ -53,7 +53,7 @@ from ..losses import BBAVLoss
 from ..runtime import AMP_MODES, autocast_context, configure_cpu_threads, resolve_amp, resolve_device
 from ..targets import encode_targets
 from .budget_run import RunBudget
-from .calibrate import calibrate_run
+from .calibrate import calibrate_run, shift_training_labels
 from .data_checks import check_images_readable, check_objects
 from .distributed import (
     DistInfo,
@@ -97,6 +97,9 @@ __all__ = ["AMP_MODES", "LOSS_PARTS", "NonFiniteLossError", "TrainResult", "Trai
            "CheckpointWriteError"]
 
 logger = logging.getLogger(__name__)
+
+#: Mid-run label-shift passes tried at most (each one that finds too few pairs is retried the next epoch).
+LABEL_SHIFT_TRIES = 3
 
 LOSS_PARTS: tuple[str, ...] = ("hm", "wh", "reg", "cls_theta", "probiou")
 #: Events passed to the ``hook`` callable.
@@ -150,6 +153,10 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         #: Training samples that stood in for an unreadable image (summed over loader workers).
         self.replaced_samples = 0
+        #: ``train.label_shift_at``: whether the mid-run pass moved the labels (kept in checkpoints),
+        #: and the passes tried in this process (each costs a calibration's time).
+        self.labels_shifted = False
+        self.label_shift_tries = 0
         self.data_root = resolve_data_root(cfg)
         self.classes = resolve_classes(cfg.data.classes, self.data_root)
         self.skipped_label_share = self._build_data()
@@ -161,12 +168,15 @@ class Trainer:
         self.criterion = BBAVLoss(cfg.loss)
         self.guard = NonFiniteGuard(list(self.model.buffers()), t.max_nonfinite, log=self.dist.is_main)
         self.budget = RunBudget(t.time_budget, budget_start, self.steps_per_epoch, t.val_every,
-                                t.calibration_images if t.calibrate_centres else 0)
+                                t.calibration_images if t.calibrate_centres else 0,
+                                label_shift_pass=t.label_shift_at > 0)
         state = resume_state if resume_state is not None else (
             load_resume_checkpoint(resume) if resume is not None else None)
         self.scheduler = restore(self, state, Path(resume) if resume is not None else None)
         self._wrap_model()
         self._start_run_folder(resumed=state is not None)
+        if self.labels_shifted:
+            self.budget.saw_label_shift(None)
 
     # ------------------------------------------------------------------------------ set-up
     @property
@@ -185,11 +195,7 @@ class Trainer:
                                      augment=cfg.augment, strict_labels=d.strict_labels)
         share = check_objects(self.train_set, "training")
         world_batch = cfg.train.batch_size * self.dist.world_size
-        # Dropping the ragged last batch keeps BatchNorm statistics sane, unless it is all there is.
-        self.train_loader: DataLoader[Any] = build_dataloader(
-            self.train_set, cfg.train.batch_size, shuffle=True, workers=d.workers,
-            distributed=self.dist.distributed, drop_last=len(self.train_set) >= world_batch,
-            seed=cfg.train.seed)
+        self.rebuild_train_loader()
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise RunSetupError(f"no training batches: {len(self.train_set)} images for a global batch of "
@@ -210,6 +216,16 @@ class Trainer:
             self.val_loader = build_dataloader(self.val_set, cfg.train.batch_size, shuffle=False,
                                                workers=min(d.workers, 2), seed=cfg.train.seed)
         return share
+
+    def rebuild_train_loader(self) -> None:
+        """(Re)build the training loader: its persistent workers hold a copy of the data set, so a change
+        of the augmentation settings (``train.label_shift_at``) reaches them only through new workers."""
+        world_batch = self.cfg.train.batch_size * self.dist.world_size
+        # Dropping the ragged last batch keeps BatchNorm statistics sane, unless it is all there is.
+        self.train_loader: DataLoader[Any] = build_dataloader(
+            self.train_set, self.cfg.train.batch_size, shuffle=True, workers=self.cfg.data.workers,
+            distributed=self.dist.distributed, drop_last=len(self.train_set) >= world_batch,
+            seed=self.cfg.train.seed)
 
     def _wrap_model(self) -> None:
         """SyncBatchNorm, DDP and torch.compile, after the weights are loaded into the plain model."""
@@ -260,6 +276,9 @@ class Trainer:
                     self.history.append({"epoch": float(self.epoch), **stats})
                 if self._finished_training():
                     calibrate_run(self)
+                elif self._due_for_label_shift():
+                    self.label_shift_tries += 1
+                    shift_training_labels(self)
                 save_epoch(self, improved=False)  # before validating: a failing validation loses nothing
                 if self._due_for_validation() and self.validate():
                     save_epoch(self, improved=True)
@@ -381,6 +400,13 @@ class Trainer:
 
     def _finished_training(self) -> bool:
         return self.epoch >= self.budget.epochs_or(self.cfg.train.epochs)
+
+    def _due_for_label_shift(self) -> bool:
+        at = self.cfg.train.label_shift_at
+        if at <= 0 or self.labels_shifted or self.label_shift_tries >= LABEL_SHIFT_TRIES:
+            return False
+        planned = self.budget.steps_or(self.cfg.train.epochs * self.steps_per_epoch)
+        return self.step >= at * planned
 
     def _due_for_validation(self) -> bool:
         every = max(1, self.cfg.train.val_every)
