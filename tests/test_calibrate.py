@@ -20,7 +20,6 @@ from bbavectors.data.dataset import DotaDataset
 from bbavectors.data.letterbox import normalize_images
 from bbavectors.data.transforms import augment_sample
 from bbavectors.decode import decode_topk
-from bbavectors.engine.trainer import Trainer
 from bbavectors.engine.calibrate import (
     CentreCalibration,
     box_centres,
@@ -28,6 +27,7 @@ from bbavectors.engine.calibrate import (
     centre_differences,
     measure_centre_offset,
 )
+from bbavectors.engine.trainer import Trainer
 from bbavectors.inference.predictor import Predictor
 from bbavectors.roundtrip import ideal_outputs
 from bbavectors.targets import encode_targets
@@ -179,7 +179,8 @@ def test_label_shift_moves_every_training_label_before_the_flips() -> None:
     def augmented(shift: tuple[float, float]) -> np.ndarray:
         cfg = AugmentConfig(hflip=1.0, vflip=0.0, rot90=0.0, scale_min=1.0, scale_max=1.0, color_jitter=0.0,
                             label_shift=shift)
-        return augment_sample(image, poly, np.zeros(1, np.int64), 1024, cfg, np.random.default_rng(0)).polygons
+        rng = np.random.default_rng(0)
+        return augment_sample(image, poly, np.zeros(1, np.int64), 1024, cfg, rng).polygons
 
     moved = augmented((1.0, -2.0)) - augmented((0.0, 0.0))
     # Input pixels (not original ones), and mirrored with the image: +1 px in x becomes -1 px.
@@ -192,7 +193,8 @@ def test_label_shift_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="label_shift_at must be in"):
         validate_config(apply_overrides(Config(), ["train.label_shift_at=1"]))
     with pytest.raises(ConfigError, match="needs train.calibrate_centres"):
-        validate_config(apply_overrides(Config(), ["train.label_shift_at=0.3", "train.calibrate_centres=false"]))
+        validate_config(apply_overrides(Config(), ["train.label_shift_at=0.3",
+                                                   "train.calibrate_centres=false"]))
 
 
 def _first_batch_polygons(trainer: Trainer, shift: tuple[float, float]) -> list[torch.Tensor]:
@@ -242,7 +244,8 @@ def test_mid_run_pass_moves_the_training_labels_once_and_the_decoder_gets_the_of
         torch.testing.assert_close(a - b, torch.tensor([-0.5, 0.25] * 4).expand_as(a), atol=1e-4, rtol=0)
 
 
-def test_mid_run_pass_with_too_few_pairs_keeps_the_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mid_run_pass_with_too_few_pairs_keeps_the_labels(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_tiny_dataset(tmp_path / "data", num_images=8)
     calls: list[int] = []
 

@@ -213,9 +213,10 @@ class RunBudget:
         self.sec_per_step, self.val_seconds, self.save_seconds, self.calibration_seconds = broadcast_object(
             (self.sec_per_step, self.val_seconds, self.save_seconds, self.calibration_seconds))
         self.clock0 = broadcast_object(self.clock0)
+        passes = 2 if self.label_shift_pending else 1
         self.plan = plan_time_budget(budget_s, self.sec_per_step, self.steps_per_epoch, self.val_seconds,
                                      self.val_every, self.save_seconds, self.elapsed(), tr.step,
-                                     final_seconds=self.calibration_seconds * (2 if self.label_shift_pending else 1))
+                                     final_seconds=self.calibration_seconds * passes)
         self.plans += 1
         self._window_s, self._window_steps = 0.0, 0
         tr.scheduler.lr_lambdas[0].reshape(tr.step, self.plan.total_steps)  # type: ignore[attr-defined]
