@@ -149,11 +149,11 @@ class RunBudget:
         """The calibration ran (the run's end: nothing is planned after it; kept for the summary)."""
         self.calibration_seconds = seconds
 
-    def saw_label_shift(self, seconds: float | None) -> None:
-        """The mid-run calibration succeeded (``seconds`` None: in an earlier process, before a resume):
-        its reserve is released; its time is in the clock already."""
+    def saw_label_shift(self, seconds: float) -> None:
+        """The mid-run calibration succeeded: its reserve is released (its time is in the clock already).
+        A resumed run keeps its saved plan and never re-plans, so it needs no call."""
         self.label_shift_pending = False
-        if seconds is not None and seconds > 0:
+        if seconds > 0:
             self.calibration_seconds = seconds
 
     def saw_validation(self, seconds: float) -> None:

@@ -175,8 +175,6 @@ class Trainer:
         self.scheduler = restore(self, state, Path(resume) if resume is not None else None)
         self._wrap_model()
         self._start_run_folder(resumed=state is not None)
-        if self.labels_shifted:
-            self.budget.saw_label_shift(None)
 
     # ------------------------------------------------------------------------------ set-up
     @property
