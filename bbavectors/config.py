@@ -165,6 +165,11 @@ class TargetConfig:
     #: soft negatives instead of full ones.
     gaussian_shape: str = "round"
     box_gaussian_scale: float = 0.54
+    #: Centre each peak's Gaussian on the object's exact centre instead of on its centre cell (the
+    #: centre cell still gets exactly 1): the neighbour nearer the true centre is then a softer
+    #: negative than the one across, so the heatmap itself carries the sub-cell position.
+    #: Changes nothing for objects whose radius is 0 (a one-cell window).
+    subcell_peaks: bool = False
     #: Difficult objects become ignore regions (no loss) instead of positives.
     ignore_difficult: bool = True
 

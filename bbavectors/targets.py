@@ -22,6 +22,9 @@ Per object (``d = down_ratio``, output map ``h x w = ceil(H/d) x ceil(W/d)``):
   ``(2 R + 1)^2`` window, ``R = ceil(3 * largest sigma)`` (TTFNet's shape: CornerNet's radius is
   0 for most objects under ~80 px, so every neighbour of a thin object's centre, even along its
   axis, would be a full negative);
+  with ``cfg.subcell_peaks`` either shape is centred on the exact centre ``c / d`` instead of the
+  centre cell's centre ``(ix + 0.5, iy + 0.5)``, the centre cell still set to exactly 1 (the
+  neighbour nearer the true centre becomes the softer negative);
 * ``wh`` (10 channels, output-stride units): the ``t, r, b, l`` vectors from the exact float
   centre to the edge midpoints (:func:`bbavectors.geometry.obb_to_tlrb`, the screen-quadrant rule
   documented in :mod:`DOTA_devkit.geometry`), then the external axis-aligned box's ``w, h``;
@@ -163,17 +166,32 @@ def _chunks(radius: Tensor, budget: int) -> list[tuple[Tensor | None, int]]:
 
 
 def _gaussian_window(
-    dx: Tensor, dy: Tensor, r: Tensor, cos: Tensor, sin: Tensor, box_sigmas: Tensor | None
+    dx: Tensor, dy: Tensor, r: Tensor, cos: Tensor, sin: Tensor, box_sigmas: Tensor | None,
+    subcell: Tensor | None = None,
 ) -> Tensor:
-    """Unnormalised Gaussian (1 at the centre) over window offsets ``dx, dy (1, P)``: ``(M, P)``."""
+    """Unnormalised Gaussian over window offsets ``dx, dy (1, P)`` (cells from the centre cell):
+    ``(M, P)``, exactly 1 at the centre cell.
+
+    ``subcell`` ``(M, 2)``: where the Gaussian's own centre lies, in cells from the centre cell's
+    centre (in ``[-0.5, 0.5)``); None = on the cell's centre.
+    """
+    ddx, ddy = dx, dy
+    if subcell is not None:
+        ddx = dx - subcell[:, 0:1]
+        ddy = dy - subcell[:, 1:2]
     if box_sigmas is None:
         sigma = (2 * r.float() + 1) / 6
-        return torch.exp(-(dx * dx + dy * dy).float() / (2 * sigma * sigma))
-    along = dx * cos[:, None] + dy * sin[:, None]
-    across = -dx * sin[:, None] + dy * cos[:, None]
-    s_along, s_across = box_sigmas[:, 0:1], box_sigmas[:, 1:2]
-    return torch.exp(-(along * along / (2 * s_along * s_along) + across * across / (2 * s_across * s_across))
-                     ).float()
+        g = torch.exp(-(ddx * ddx + ddy * ddy).float() / (2 * sigma * sigma))
+    else:
+        along = ddx * cos[:, None] + ddy * sin[:, None]
+        across = -ddx * sin[:, None] + ddy * cos[:, None]
+        s_along, s_across = box_sigmas[:, 0:1], box_sigmas[:, 1:2]
+        g = torch.exp(-(along * along / (2 * s_along * s_along) + across * across / (2 * s_across * s_across))
+                      ).float()
+    if subcell is not None:
+        # The focal loss's positive is the cell valued exactly 1: keep it at the centre cell.
+        g = torch.where((dx == 0) & (dy == 0), torch.ones_like(g), g)
+    return g
 
 
 def _render(
@@ -187,6 +205,7 @@ def _render(
     positive: Tensor,
     map_hw: tuple[int, int],
     box_sigmas: Tensor | None = None,
+    subcell: Tensor | None = None,
 ) -> None:
     """Scatter every object's window: Gaussians of positives into ``hm_flat`` (max); for the others,
     their Gaussian square plus the cells whose centre lies in their box into ``ign_flat`` (max of 0/1).
@@ -197,7 +216,9 @@ def _render(
         radius: ``(M,)`` long Gaussian radius; plane: ``(M,)`` long ``b * C + class``;
         img: ``(M,)`` long; positive: ``(M,)`` bool;
         box_sigmas: None (round Gaussians, ``sigma = (2 r + 1) / 6``) or ``(M, 2)`` standard deviations
-            along and across each box (output units), the window radius then being ``radius``.
+            along and across each box (output units), the window radius then being ``radius``;
+        subcell: None (peaks centred on their cells) or ``(M, 2)`` each object's centre minus its
+            centre cell's centre (cells), where its Gaussian is centred instead.
     """
     h, w = map_hw
     eps = torch.finfo(torch.float32).eps
@@ -218,7 +239,8 @@ def _render(
         on_map = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
         square = (dx.abs() <= r) & (dy.abs() <= r)
         pix = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
-        g = _gaussian_window(dx, dy, r, cos[idx], sin[idx], None if box_sigmas is None else box_sigmas[idx])
+        g = _gaussian_window(dx, dy, r, cos[idx], sin[idx], None if box_sigmas is None else box_sigmas[idx],
+                             None if subcell is None else subcell[idx])
         # CenterNet's cut of negligible tails (keeps footprints comparable with the original).
         g = torch.where(g >= eps, g, torch.zeros_like(g))
         pos = positive[idx][:, None]
@@ -362,8 +384,9 @@ def encode_targets(
             radius = torch.floor(radius).long()
 
         obb_out = torch.cat([obb[:, :4] / down_ratio, obb[:, 4:]], dim=1)
+        subcell = obb_out[:, :2] - (cells.to(obb_out.dtype) + 0.5) if cfg.subcell_peaks else None
         _render(hm, ignore, obb_out, cells, radius, img * num_classes + cls, img, positive, (h, w),
-                box_sigmas)
+                box_sigmas, subcell)
         num_ignored.index_add_(0, img, (~positive).long())
 
         rank = _slot_ranks(positive, counts)

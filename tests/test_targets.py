@@ -521,3 +521,47 @@ def test_bad_gaussian_shape_is_rejected() -> None:
     cfg.targets.box_gaussian_scale = 0.0
     with pytest.raises(ConfigError, match="box_gaussian_scale"):
         validate_config(cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# targets.subcell_peaks: the Gaussian centred on the exact centre, the centre cell still 1
+# ----------------------------------------------------------------------------------------------
+def test_subcell_peaks_hand_values() -> None:
+    # 40 x 12 px along x: 10 x 3 cells, CornerNet radius at overlap 0.1 floors to 1 (sigma 0.5).
+    # Centre (66, 65) px = (16.5, 16.25) cells: centre cell (16, 16), whose centre is (16.5, 16.5),
+    # so the Gaussian's own centre sits 0.25 cells above it.
+    obb = (66.0, 65.0, 40.0, 12.0, 0.0)
+    assert int(gaussian_radius(torch.tensor([10.0]), torch.tensor([3.0]), 0.1).floor()) == 1
+    hm = _encode_one(obb, TargetConfig(gaussian_overlap=0.1, subcell_peaks=True))["hm"][0, 0]
+    two_s2 = 2 * 0.5**2
+    assert float(hm[16, 16]) == 1.0
+    assert float(hm[15, 16]) == pytest.approx(math.exp(-(0.75**2) / two_s2), rel=1e-5)  # above: nearer
+    assert float(hm[17, 16]) == pytest.approx(math.exp(-(1.25**2) / two_s2), rel=1e-5)  # below: farther
+    assert float(hm[16, 17]) == pytest.approx(math.exp(-(1 + 0.25**2) / two_s2), rel=1e-5)
+    assert float(hm[15, 17]) == pytest.approx(math.exp(-(1 + 0.75**2) / two_s2), rel=1e-5)
+    assert int((hm == 1.0).sum()) == 1
+    # Off (the default): the cell-centred Gaussian, the same above and below.
+    plain = _encode_one(obb, TargetConfig(gaussian_overlap=0.1))["hm"][0, 0]
+    assert float(plain[15, 16]) == float(plain[17, 16]) == pytest.approx(math.exp(-1 / two_s2), rel=1e-5)
+
+
+def test_subcell_peaks_change_nothing_for_a_centred_object_or_radius_zero() -> None:
+    centred = (66.0, 66.0, 40.0, 12.0, 0.0)  # exactly on its cell's centre
+    on = _encode_one(centred, TargetConfig(gaussian_overlap=0.1, subcell_peaks=True))
+    off = _encode_one(centred, TargetConfig(gaussian_overlap=0.1))
+    torch.testing.assert_close(on["hm"], off["hm"], rtol=0, atol=1e-7)
+    small = (65.0, 65.3, 10.0, 3.0, 0.0)  # radius 0 at overlap 0.7: a one-cell peak either way
+    assert torch.equal(_encode_one(small, TargetConfig(subcell_peaks=True))["hm"],
+                       _encode_one(small, TargetConfig())["hm"])
+
+
+@pytest.mark.parametrize("shape", ["round", "box"])
+def test_subcell_peaks_round_trip_keeps_one_peak_per_object(shape: str) -> None:
+    rng = np.random.default_rng(5)
+    n = 64
+    obb = np.stack([np.zeros(n), np.zeros(n), rng.uniform(8, 60, n), rng.uniform(3, 20, n),
+                    rng.uniform(0, math.pi, n)], axis=1)
+    cfg = TargetConfig(gaussian_overlap=0.1, gaussian_shape=shape, subcell_peaks=True)
+    decoded, encoded = roundtrip_polygons(obb_to_poly(obb), cfg, spacing=80.0)
+    assert not np.isnan(decoded).any()
+    assert poly_iou(decoded, encoded).min() > 0.95
