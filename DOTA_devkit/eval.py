@@ -147,6 +147,13 @@ class Task1Result:
         """Mean area AP over the classes with ground truth."""
         return self._mean(self.classes_with_gt, "ap_area")
 
+    @property
+    def mean_recall_present(self) -> float:
+        """Mean final recall over the classes with ground truth (NaN without any): VOC07's AP gets
+        its 0.9 level only from a recall of 0.9 or more, a step of up to 1/11 AP."""
+        names = self.classes_with_gt
+        return self._mean(names, "recall") if names else math.nan
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "iou_thresh": self.iou_thresh,

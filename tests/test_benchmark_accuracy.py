@@ -91,18 +91,24 @@ def test_perfect_yolo_predictions_score_one(tmp_path: Path) -> None:
                  for k, b in boxes.items()]
     result = score_predictions(per_image, ("ship",), tmp_path / "labelTxt", ["a", "b"])
     assert result.map07 == pytest.approx(1.0) and result.map_area == pytest.approx(1.0)
+    assert result.mean_recall_present == pytest.approx(1.0)
+    # One of the two ships found: recall 0.5, under the 0.9 level, so AP07 loses it and the 1.0 level.
+    half = score_predictions(per_image[:1], ("ship",), tmp_path / "labelTxt", ["a", "b"])
+    assert half.mean_recall_present == pytest.approx(0.5) and half.map07 == pytest.approx(6 / 11)
 
 
 def test_table_shows_numbers_skips_and_hardware() -> None:
     hardware = HardwareInfo(cpu="Test CPU", cores=2, threads=1, bf16=True, device="cpu", gpu=None,
                             torch="2.x", ultralytics=None, python="3.11")
     rows = [ModelScore(model="bbavectors resnet18 (w64)", params=13_050_000, budget_minutes=45.0,
-                       train_seconds=2700.0, epochs=5.5, ap07=0.8123, ap_area=0.83, ms_per_image=210.4,
-                       input_size=512),
+                       train_seconds=2700.0, epochs=5.5, ap07=0.8123, ap_area=0.83, recall=0.9088,
+                       ms_per_image=210.4, input_size=512),
             ModelScore(model="yolov8n-obb", skipped="ultralytics is not installed")]
     table = format_accuracy_table(AccuracyResult(rows, hardware, {}, 186, 379))
-    assert ("| bbavectors resnet18 (w64) | 13.05 | 512 | 45 | 45.0 | 5.50 | 0.8123 | 0.8300 | 210.4 | - |"
-            in table)
+    assert ("| bbavectors resnet18 (w64) | 13.05 | 512 | 45 | 45.0 | 5.50 | 0.8123 | 0.8300 | 0.9088 "
+            "| 210.4 | - |" in table)
+    header, rule = table.splitlines()[:2]
+    assert header.count("|") == rule.count("|") == table.splitlines()[2].count("|")
     assert "yolov8n-obb | skipped: ultralytics is not installed" in table
     assert "Test CPU, 2 cores, 1 thread(s), bf16 yes" in table and "186 images, 379 objects" in table
 
@@ -219,7 +225,7 @@ def test_tiny_end_to_end_ours(shared_data: Path, tmp_path: Path, capsys: pytest.
     data = json.loads((tmp_path / "work" / "accuracy.json").read_text(encoding="utf-8"))
     (row,) = data["rows"]
     assert row["epochs"] == pytest.approx(1.0) and row["input_size"] == 128
-    assert 0.0 <= row["ap07"] <= 1.0 and row["ms_per_image"] > 0
+    assert 0.0 <= row["ap07"] <= 1.0 and row["ms_per_image"] > 0 and 0.0 <= row["recall"] <= 1.0
     # The exported graph scores as the PyTorch model (rounding may reorder near-equal scores).
     assert row["onnx_ms_per_image"] > 0 and row["onnx_ap07"] == pytest.approx(row["ap07"], abs=0.05)
     assert budget["rows"][0]["onnx_note"] == "not asked for (--no-onnx)"

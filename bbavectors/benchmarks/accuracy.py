@@ -152,7 +152,8 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
         model=f"bbavectors {backbone} (w{predictor.cfg.model.head_width})",
         params=_num_parameters(predictor.model), budget_minutes=settings.minutes,
         train_seconds=_train_seconds(run_dir), epochs=_epochs_of(checkpoint), ap07=result.map07,
-        ap_area=result.map_area, ms_per_image=ms, onnx_ms_per_image=onnx_ms, onnx_ap07=onnx_ap07,
+        ap_area=result.map_area, recall=result.mean_recall_present, ms_per_image=ms,
+        onnx_ms_per_image=onnx_ms, onnx_ap07=onnx_ap07,
         onnx_note=onnx_note, input_size=predictor.input_size,
         detections=sum(len(d["scores"]) for _, d in per_image), checkpoint=str(ckpt_path))
 
@@ -247,16 +248,17 @@ def _fmt(value: float | int | None, spec: str) -> str:
 def format_accuracy_table(result: AccuracyResult) -> str:
     """Markdown table of the rows, then the hardware line."""
     header = ("| model | params (M) | input | budget (min) | trained (min) | epochs | AP07 | AP area "
-              "| ms/image | ONNX ms/image |")
-    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| recall | ms/image | ONNX ms/image |")
+    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result.rows:
         if r.skipped:
-            lines.append(f"| {r.model} | skipped: {r.skipped} |  |  |  |  |  |  |  |  |")
+            lines.append(f"| {r.model} | skipped: {r.skipped} |  |  |  |  |  |  |  |  |  |")
             continue
         lines.append(
             f"| {r.model} | {_fmt(r.params and r.params / 1e6, '.2f')} | {_fmt(r.input_size, 'd')} "
             f"| {_fmt(r.budget_minutes, 'g')} | {_fmt(r.train_seconds and r.train_seconds / 60, '.1f')} "
             f"| {_fmt(r.epochs, '.2f')} | {_fmt(r.ap07, '.4f')} | {_fmt(r.ap_area, '.4f')} "
+            f"| {_fmt(r.recall, '.4f')} "
             f"| {_fmt(r.ms_per_image, '.1f')} | {_fmt(r.onnx_ms_per_image, '.1f')} |")
     h = result.hardware
     lines.append("")

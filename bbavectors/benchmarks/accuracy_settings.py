@@ -115,6 +115,9 @@ class ModelScore:
     epochs: float | None = None
     ap07: float | None = None
     ap_area: float | None = None
+    #: Final recall (mean over classes with ground truth): at 0.9 or more VOC07's AP gains its 0.9
+    #: level, so two runs either side of 0.9 differ by up to 1/11 AP07 for a few objects.
+    recall: float | None = None
     ms_per_image: float | None = None
     #: The same model exported (decoder inside) and run by onnxruntime on the CPU: ms per image
     #: and its AP07 (equal to ``ap07`` up to float rounding); None where not measured, see

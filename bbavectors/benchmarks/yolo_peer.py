@@ -146,7 +146,7 @@ def train_and_score_yolo(model_yaml: str, data_yaml: Path, settings: AccuracySet
     return ModelScore(
         model=name.replace(".yaml", ""), params=sum(p.numel() for p in trained.model.parameters()),
         budget_minutes=settings.minutes, train_seconds=train_seconds, epochs=epochs, ap07=result.map07,
-        ap_area=result.map_area, ms_per_image=ms, input_size=input_size,
+        ap_area=result.map_area, recall=result.mean_recall_present, ms_per_image=ms, input_size=input_size,
         detections=sum(len(d["scores"]) for _, d in per_image), checkpoint=str(last))
 
 
