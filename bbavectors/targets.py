@@ -173,7 +173,8 @@ def _gaussian_window(
     ``(M, P)``, exactly 1 at the centre cell.
 
     ``subcell`` ``(M, 2)``: where the Gaussian's own centre lies, in cells from the centre cell's
-    centre (in ``[-0.5, 0.5)``); None = on the cell's centre.
+    centre (in ``[-0.5, 0.5)`` but for centres clamped into the map's last cell); None = on the
+    cell's centre.
     """
     ddx, ddy = dx, dy
     if subcell is not None:
