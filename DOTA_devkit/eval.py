@@ -148,11 +148,12 @@ class Task1Result:
         return self._mean(self.classes_with_gt, "ap_area")
 
     @property
-    def mean_recall_present(self) -> float:
-        """Mean final recall over the classes with ground truth (NaN without any): VOC07's AP gets
-        its 0.9 level only from a recall of 0.9 or more, a step of up to 1/11 AP."""
+    def mean_recall_present(self) -> float | None:
+        """Mean final recall over the classes with ground truth (None without any, as ``to_dict``
+        writes a class's missing recall: JSON has no NaN). VOC07's AP gets its 0.9 level only from a
+        recall of 0.9 or more, a step of up to 1/11 AP."""
         names = self.classes_with_gt
-        return self._mean(names, "recall") if names else math.nan
+        return self._mean(names, "recall") if names else None
 
     def to_dict(self) -> dict[str, Any]:
         return {

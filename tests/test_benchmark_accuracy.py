@@ -4,8 +4,10 @@ settings checks; then tiny end-to-end runs on real SSDD images (ours; YOLO when 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import math
 import random
 from pathlib import Path
 
@@ -95,6 +97,16 @@ def test_perfect_yolo_predictions_score_one(tmp_path: Path) -> None:
     # One of the two ships found: recall 0.5, under the 0.9 level, so AP07 loses it and the 1.0 level.
     half = score_predictions(per_image[:1], ("ship",), tmp_path / "labelTxt", ["a", "b"])
     assert half.mean_recall_present == pytest.approx(0.5) and half.map07 == pytest.approx(6 / 11)
+
+
+
+def test_mean_recall_without_ground_truth_is_none_not_nan() -> None:
+    from DOTA_devkit.eval import ClassResult, Task1Result
+
+    empty = Task1Result(("ship",), {"ship": ClassResult(0.0, 0.0, 0, 3, math.nan)})
+    assert empty.mean_recall_present is None
+    row = ModelScore(model="m", recall=empty.mean_recall_present)
+    assert json.loads(json.dumps(dataclasses.asdict(row), allow_nan=False))["recall"] is None
 
 
 def test_table_shows_numbers_skips_and_hardware() -> None:
