@@ -233,7 +233,8 @@ def test_tiny_end_to_end_ours(shared_data: Path, tmp_path: Path, capsys: pytest.
     capsys.readouterr()
     assert tool.main(["accuracy", *_tiny_args(src, train, val, tmp_path / "work"), "--yolo-models"]) == 0
     out = capsys.readouterr().out
-    assert "| bbavectors resnet18 (w16) |" in out and "hardware:" in out
+    # The row names the precision it was timed in (auto: bf16 where the CPU has it natively).
+    assert "| bbavectors resnet18 (w16, " in out and "hardware:" in out
     data = json.loads((tmp_path / "work" / "accuracy.json").read_text(encoding="utf-8"))
     (row,) = data["rows"]
     assert row["epochs"] == pytest.approx(1.0) and row["input_size"] == 128
@@ -242,6 +243,20 @@ def test_tiny_end_to_end_ours(shared_data: Path, tmp_path: Path, capsys: pytest.
     assert row["onnx_ms_per_image"] > 0 and row["onnx_ap07"] == pytest.approx(row["ap07"], abs=0.05)
     assert budget["rows"][0]["onnx_note"] == "not asked for (--no-onnx)"
     assert data["val_images"] == 4 and data["hardware"]["torch"] == torch.__version__
+
+    # Re-timed and re-scored without training, in float32: same detections up to bf16 rounding.
+    assert tool.main(["accuracy", *_tiny_args(src, train, val, tmp_path / "work"), "--yolo-models",
+                      "--no-onnx", "--score-only", "--inference-amp", "none"]) == 0
+    again = json.loads((tmp_path / "work" / "accuracy_rescored.json").read_text(encoding="utf-8"))
+    (rescored,) = again["rows"]
+    assert rescored["model"] == "bbavectors resnet18 (w16, float32)"
+    assert rescored["ap07"] == pytest.approx(row["ap07"], abs=0.05) and rescored["epochs"] == row["epochs"]
+    assert json.loads((tmp_path / "work" / "accuracy.json").read_text(encoding="utf-8")) == data
+    # Nothing to score: a one-line error, exit 2.
+    capsys.readouterr()
+    assert tool.main(["accuracy", *_tiny_args(src, train, val, tmp_path / "empty"), "--yolo-models",
+                      "--score-only"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
 
 
 def test_tiny_end_to_end_yolo(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -259,3 +274,9 @@ def test_tiny_end_to_end_yolo(shared_data: Path, tmp_path: Path, capsys: pytest.
     assert row["model"] == "yolov8n-obb" and row["epochs"] == pytest.approx(1.0)
     assert 0.0 <= row["ap07"] <= 1.0 and row["ms_per_image"] > 0 and row["params"] > 1e6
     assert "yolov8n-obb" in capsys.readouterr().out
+    # Its checkpoint re-timed and re-scored without training.
+    assert tool.main([*args, "--score-only"]) == 0
+    rescored_path = tmp_path / "work" / "accuracy_rescored.json"
+    (rescored,) = json.loads(rescored_path.read_text(encoding="utf-8"))["rows"]
+    assert rescored["model"] == "yolov8n-obb" and rescored["ap07"] == pytest.approx(row["ap07"])
+    assert rescored["train_seconds"] is None

@@ -32,6 +32,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bbavectors.runtime import INFERENCE_AMP_MODES
 from DOTA_devkit.atomic import atomic_write_text
 
 
@@ -117,7 +118,11 @@ def _add_infer(sub: Any) -> None:
     p.add_argument("--head-width", type=int, default=d.head_width)
     p.add_argument("--input-size", type=int, default=d.input_size)
     p.add_argument("--device", default=d.device)
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=d.amp)
+    p.add_argument("--amp", choices=INFERENCE_AMP_MODES, default=d.amp)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
+                   help="the predictor's memory format (default: channels-last)")
+    p.add_argument("--fuse-batch-norm", action=argparse.BooleanOptionalAction, default=d.fuse_batch_norm,
+                   help="fold batch norms into the convolutions (default on)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--iters", type=int, default=None,
                    help=f"timed iterations per patch measurement (default {d.patch_iters}; --onnx {o.iters})")
@@ -161,7 +166,7 @@ def _run_infer(args: argparse.Namespace) -> int:
             scene_size=args.scene_size, subsize=args.subsize, gap=args.gap,
             scene_repeats=max(1, args.repeats),
             score_thresh=args.score_thresh, detections_per_window=args.detections_per_window,
-            threads=args.threads)
+            threads=args.threads, channels_last=args.channels_last, fuse_batch_norm=args.fuse_batch_norm)
         results = infer.run_benchmark(s)
         print(infer.format_table(results))
     _write_json(args.json, results)
@@ -196,6 +201,12 @@ def _add_accuracy(sub: Any) -> None:
     p.add_argument("--amp", choices=("none", "bf16", "fp16"),
                    help="our mixed precision (default: the recipe's; bf16 falls back to float32 on a CPU "
                         "without native bf16)")
+    p.add_argument("--inference-amp", choices=INFERENCE_AMP_MODES, default="auto",
+                   help="our precision when timed and scored (default auto: bf16 where the CPU computes it "
+                        "natively, else float32, as tools/test.py)")
+    p.add_argument("--score-only", action="store_true",
+                   help="train nothing: time and score the checkpoints an earlier run left in --work-dir "
+                        "(written to WORK_DIR/accuracy_rescored.json unless --json)")
     p.add_argument("--validate-in-training", action="store_true",
                    help="let our run validate while it trains (inside its budget; default off, as YOLO)")
     p.add_argument("--no-onnx", action="store_true",
@@ -217,6 +228,7 @@ def _accuracy_settings(args: argparse.Namespace) -> Any:
         threads=args.threads, workers=args.workers, input_size=args.input_size, batch_size=args.batch_size,
         yolo_models=tuple(args.yolo_models), run_ours=not args.skip_ours, run_yolo=bool(args.yolo_models),
         warmup_images=args.warmup, timed_images=args.timed_images, seed=args.seed, amp=args.amp,
+        inference_amp=args.inference_amp, score_only=args.score_only,
         validate_in_training=args.validate_in_training, onnx=not args.no_onnx,
         overrides=tuple(item for group in args.overrides for item in group))
     if args.config is not None:
@@ -236,7 +248,8 @@ def _run_accuracy(args: argparse.Namespace) -> int:
     except (BenchmarkError, CheckpointLoadError, FileNotFoundError, ValueError) as e:
         print(f"benchmark.py accuracy: error: {e}", file=sys.stderr)
         return 2
-    json_path = args.json or args.work_dir / "accuracy.json"
+    default_name = "accuracy_rescored.json" if args.score_only else "accuracy.json"
+    json_path = args.json or args.work_dir / default_name
     json_path.parent.mkdir(parents=True, exist_ok=True)
     _write_json(json_path, result.to_dict())
     print(format_accuracy_table(result))

@@ -31,7 +31,7 @@ from bbavectors.inference.errors import one_line
 from bbavectors.inference.predictor import Predictor
 from bbavectors.inference.runner import InferenceInputError, InferenceOptions, run_inference
 from bbavectors.inference.scenes import DOTA_MERGE_NMS_THRESH, SceneSettings
-from bbavectors.runtime import AMP_MODES
+from bbavectors.runtime import INFERENCE_AMP_MODES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,8 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--checkpoint: (dx, dy) input pixels added to every decoded centre; default: the "
                         "checkpoint's decode.centre_shift (the training's centre calibration; 0 0 turns it "
                         "off)")
-    p.add_argument("--amp", choices=AMP_MODES, default="none",
-                   help="autocast for --checkpoint: bf16 / fp16 (GPU) or none")
+    p.add_argument("--amp", choices=INFERENCE_AMP_MODES, default="auto",
+                   help="autocast for --checkpoint: auto (default: bf16 where the CPU / GPU computes it "
+                        "natively, else float32), bf16, fp16 (GPU) or none (float32)")
     p.add_argument("--threads", type=int, help="--onnx: intra-op threads (default: the usable cores)")
     p.add_argument("--workers", type=int, default=2, help="image decoding workers (0 = main process)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -75,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_predictor(args: argparse.Namespace) -> Predictor:
     if args.onnx is not None:
-        if args.amp != "none":
+        if args.amp not in ("none", "auto"):
             raise ValueError("--amp applies to --checkpoint; an ONNX model runs in float32")
         if args.device not in ("auto", "cpu"):
             raise ValueError(f"--onnx runs on the CPU (got --device {args.device})")

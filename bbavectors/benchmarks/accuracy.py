@@ -140,7 +140,8 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
     if not ckpt_path.is_file():
         raise BenchmarkError(f"no checkpoint {ckpt_path}: did the run finish an epoch?")
     checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
-    predictor = Predictor.from_checkpoint(ckpt_path, device=settings.device, batch_size=1)
+    predictor = Predictor.from_checkpoint(ckpt_path, device=settings.device, batch_size=1,
+                                          amp=settings.inference_amp)
     if tuple(predictor.classes) != tuple(classes):
         raise BenchmarkError(f"{ckpt_path}: classes {predictor.classes} differ from {tuple(classes)}")
     per_image, ms, result = predict_and_score(lambda im: predictor.predict_images([im])[0], images, classes,
@@ -149,13 +150,17 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
     backbone = predictor.cfg.model.backbone
     onnx_ms, onnx_ap07, onnx_note = score_exported(ckpt_path, settings, images, classes)
     return ModelScore(
-        model=f"bbavectors {backbone} (w{predictor.cfg.model.head_width})",
-        params=_num_parameters(predictor.model), budget_minutes=settings.minutes,
+        model=f"bbavectors {backbone} (w{predictor.cfg.model.head_width}, {_precision(predictor)})",
+        params=predictor.num_parameters, budget_minutes=settings.minutes,
         train_seconds=_train_seconds(run_dir), epochs=_epochs_of(checkpoint), ap07=result.map07,
         ap_area=result.map_area, recall=result.mean_recall_present, ms_per_image=ms,
         onnx_ms_per_image=onnx_ms, onnx_ap07=onnx_ap07,
         onnx_note=onnx_note, input_size=predictor.input_size,
         detections=sum(len(d["scores"]) for _, d in per_image), checkpoint=str(ckpt_path))
+
+
+def _precision(predictor: Predictor) -> str:
+    return "float32" if predictor.amp_dtype is None else str(predictor.amp_dtype).removeprefix("torch.")
 
 
 def score_exported(ckpt_path: Path, settings: AccuracySettings, images: dict[str, Path],
@@ -232,7 +237,8 @@ def run_accuracy_benchmark(settings: AccuracySettings) -> AccuracyResult:
         torch.set_num_threads(settings.threads)
     rows: list[ModelScore] = []
     if settings.run_ours:
-        rows.append(score_ours(train_ours(settings), settings, images, classes))
+        run_dir = settings.work_dir / "runs" / "ours" if settings.score_only else train_ours(settings)
+        rows.append(score_ours(run_dir, settings, images, classes))
     if settings.run_yolo:
         rows += yolo_rows(settings, input_size, batch_size, images, classes)
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()}
@@ -270,8 +276,3 @@ def format_accuracy_table(result: AccuracyResult) -> str:
                  f"{', GPU ' + h.gpu if h.gpu else ''}; torch {h.torch}, ultralytics {h.ultralytics or '-'}, "
                  f"python {h.python}")
     return "\n".join(lines)
-
-
-def _num_parameters(model: torch.nn.Module | None) -> int:
-    # A checkpoint always gives a PyTorch model here (an ONNX backend has no parameters to count).
-    return 0 if model is None else int(sum(p.numel() for p in model.parameters()))

@@ -67,6 +67,9 @@ class AccuracySettings:
     #: native bf16; measured 2-2.5x faster than float32 on 2-core CPUs with AVX512-BF16 or AMX,
     #: docs/benchmarks.md). Ultralytics always runs with amp=False (offline, no CPU AMP).
     amp: str | None = None
+    #: Our model's precision when it is timed and scored (:data:`bbavectors.runtime.INFERENCE_AMP_MODES`;
+    #: ``auto``, tools/test.py's default: bf16 where the CPU computes it natively, else float32).
+    inference_amp: str = "auto"
     #: Let our run validate on the validation split while it trains (inside its budget). Off: the
     #: whole budget trains, as for YOLO (``val=False``); the scoring below is the same either way.
     validate_in_training: bool = False
@@ -74,6 +77,10 @@ class AccuracySettings:
     onnx: bool = True
     #: Extra ``section.key=value`` overrides for our run (``--set``).
     overrides: tuple[str, ...] = ()
+    #: Train nothing: time and score the checkpoints an earlier run left in ``work_dir``
+    #: (``runs/ours/last.pt``, ``yolo_runs/<model>/weights/last.pt``), e.g. after an inference change
+    #: or on another machine.
+    score_only: bool = False
 
     @property
     def label_dir(self) -> Path:

@@ -118,6 +118,9 @@ class InferBenchmarkSettings:
     #: CPU threads of torch (None: its default); 1 gives steadier CPU timings on a busy machine.
     threads: int | None = None
     seed: int = 0
+    #: The predictor's memory format (None: its default, channels-last) and batch-norm folding.
+    channels_last: bool | None = None
+    fuse_batch_norm: bool = True
 
 
 def fixed_box_heads(model: nn.Module, width: float = 32.0, height: float = 16.0) -> None:
@@ -143,7 +146,8 @@ def build_benchmark_predictor(s: InferBenchmarkSettings) -> Predictor:
     """The checkpoint's model, or a random-weight model of ``s.backbone`` (no download)."""
     if s.checkpoint is not None:
         return Predictor.from_checkpoint(s.checkpoint, device=s.device, batch_size=s.batch_size, amp=s.amp,
-                                         score_thresh=s.score_thresh)
+                                         score_thresh=s.score_thresh, channels_last=s.channels_last,
+                                         fuse_batch_norm=s.fuse_batch_norm)
     from ..models.builder import build_model
 
     torch.manual_seed(s.seed)
@@ -158,7 +162,7 @@ def build_benchmark_predictor(s: InferBenchmarkSettings) -> Predictor:
     fixed_box_heads(model)
     thresh = s.score_thresh if s.score_thresh is not None else 0.0
     return Predictor(model, cfg, classes, device=s.device, batch_size=s.batch_size, amp=s.amp,
-                     score_thresh=thresh)
+                     score_thresh=thresh, channels_last=s.channels_last, fuse_batch_norm=s.fuse_batch_norm)
 
 
 def make_benchmark_scene(size: int, seed: int = 0) -> NDArray[np.uint8]:
@@ -331,7 +335,9 @@ def format_table(r: dict[str, Any]) -> str:
                                 f"{s['detections_per_window']} candidates per window)")
     lines = [
         f"hardware: {r['hardware']}",
-        f"model: {model}, input {s['input_size']}, amp {s['amp']}",
+        f"model: {model}, input {s['input_size']}, amp {s['amp']}, channels-last "
+        f"{'default' if s.get('channels_last') is None else s['channels_last']}, batch norms folded "
+        f"{s.get('fuse_batch_norm', True)}",
         "",
         "patches (images/s, median)      model only   model + decode",
         *(f"  batch {k:<3d}                   {p[f'batch{k}_model_img_s']:10.1f}   "

@@ -100,18 +100,22 @@ def _yolo_device(device: str) -> str:
     return device
 
 
-def train_and_score_yolo(model_yaml: str, data_yaml: Path, settings: AccuracySettings, input_size: int,
-                         batch_size: int, images: dict[str, Path], classes: Sequence[str]) -> ModelScore:
-    """Train one YOLO-OBB from its YAML with Ultralytics' time budget, then score its ``last.pt``."""
+def _ultralytics_yolo(settings: AccuracySettings) -> Any:
+    """Ultralytics' ``YOLO`` class, set up for this run (offline settings, the run's CPU threads)."""
     _prepare_ultralytics(settings.work_dir)
-    # The optional dependency, imported only here (typed Any: mypy runs without it too).
-    YOLO: Any = importlib.import_module("ultralytics").YOLO
-
     # Ultralytics' select_device resets torch to min(8, cores - 1) threads on the CPU (1 on 2 cores):
     # give it the thread count every model gets.
     threads = settings.threads if settings.threads is not None else (os.cpu_count() or 1)
     setattr(importlib.import_module("ultralytics.utils.torch_utils"), "NUM_THREADS", threads)  # noqa: B010
     torch.set_num_threads(threads)
+    # The optional dependency, imported only here (typed Any: mypy runs without it too).
+    return importlib.import_module("ultralytics").YOLO
+
+
+def train_and_score_yolo(model_yaml: str, data_yaml: Path, settings: AccuracySettings, input_size: int,
+                         batch_size: int, images: dict[str, Path], classes: Sequence[str]) -> ModelScore:
+    """Train one YOLO-OBB from its YAML with Ultralytics' time budget, then score its ``last.pt``."""
+    YOLO = _ultralytics_yolo(settings)
     name = Path(model_yaml).stem
     model: Any = YOLO(model_yaml)
     train_args: dict[str, Any] = dict(
@@ -129,7 +133,24 @@ def train_and_score_yolo(model_yaml: str, data_yaml: Path, settings: AccuracySet
     if not last.is_file():
         raise BenchmarkError(f"Ultralytics wrote no {last}")
     epochs = float(getattr(trainer, "epoch", -1) + 1)
-    trained: Any = YOLO(str(last))
+    return score_yolo(last, name, settings, input_size, images, classes, train_seconds, epochs)
+
+
+def yolo_last_checkpoint(settings: AccuracySettings, model_yaml: str) -> Path:
+    """Where :func:`train_and_score_yolo` leaves ``model_yaml``'s last weights in the work folder."""
+    return settings.work_dir / "yolo_runs" / Path(model_yaml).stem / "weights" / "last.pt"
+
+
+def score_yolo(last: Path, name: str, settings: AccuracySettings, input_size: int, images: dict[str, Path],
+               classes: Sequence[str], train_seconds: float | None, epochs: float | None) -> ModelScore:
+    """Time and score a trained YOLO-OBB checkpoint on the validation images."""
+    if not last.is_file():
+        raise BenchmarkError(f"no YOLO checkpoint {last}: did its training run in this work folder?")
+    trained: Any = _ultralytics_yolo(settings)(str(last))
+    if epochs is None:
+        # Ultralytics stores the last finished epoch (0-based) in its checkpoints.
+        epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch")
+        epochs = float(epoch + 1) if isinstance(epoch, int) and epoch >= 0 else None
     yolo_names = {int(k): str(v) for k, v in trained.names.items()}
     device = _yolo_device(settings.device)
 
@@ -155,6 +176,9 @@ def yolo_rows(settings: AccuracySettings, input_size: int, batch_size: int, imag
     if package_version("ultralytics") is None:
         reason = "ultralytics is not installed (pip install -e \".[bench]\")"
         return [ModelScore(model=Path(m).stem, skipped=reason) for m in settings.yolo_models]
+    if settings.score_only:
+        return [score_yolo(yolo_last_checkpoint(settings, m), Path(m).stem, settings, input_size, images,
+                           classes, None, None) for m in settings.yolo_models]
     data_yaml = convert_for_yolo(settings, classes)
     return [train_and_score_yolo(m, data_yaml, settings, input_size, batch_size, images, classes)
             for m in settings.yolo_models]

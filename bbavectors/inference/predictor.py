@@ -4,7 +4,8 @@ The geometry is the evaluation geometry of training (``bbavectors.data``): each 
 letterboxed to the config's ``input_size`` (:func:`~bbavectors.data.letterbox.letterbox_image`:
 aspect kept, image at the top-left, zero padding right/bottom), travels to the device as uint8,
 is normalised there with the config's mean/std (:func:`~bbavectors.data.letterbox.normalize_images`),
-goes through the model under ``torch.inference_mode()`` (optionally bf16 / fp16 autocast), and is
+goes through the model under ``torch.inference_mode()`` (optionally bf16 / fp16 autocast; the
+model's batch norms folded into its convolutions, channels-last memory), and is
 decoded: :func:`bbavectors.decode.decode_topk` (peaks, top-K) then
 :func:`bbavectors.decode.select_detections` (letterbox inverse, score threshold, per-class rotated
 NMS), so detections are in **original image pixels**.
@@ -43,10 +44,12 @@ from ..checkpoint import CheckpointLoadError, model_from_checkpoint
 from ..config import Config, DecodeConfig, config_from_dict
 from ..data.letterbox import letterbox_image, normalize_images
 from ..decode import decode_detections, decode_topk, select_detections
-from ..runtime import AMP_MODES, autocast_context, resolve_device
+from ..models.fusion import count_batch_norms, fuse_conv_bn
+from ..runtime import AMP_MODES, INFERENCE_AMP_MODES, autocast_context, resolve_device, resolve_inference_amp
 
 __all__ = [
     "AMP_MODES",
+    "INFERENCE_AMP_MODES",
     "AMP_DTYPES",
     "Detections",
     "OnnxBackend",
@@ -171,16 +174,25 @@ class Predictor:
         classes: class names, index = heatmap channel.
         device: where the model runs (``"auto"``, ``"cpu"``, ``"cuda"``...).
         batch_size: images (or scene windows) per model call; None = :func:`default_batch_size`.
-        amp: one of :data:`bbavectors.runtime.AMP_MODES`: ``"none"`` (float32), ``"bf16"`` or
-            ``"fp16"`` (autocast; outputs are cast back to float32 before decoding). Works on any
-            device; it pays off on GPUs. Not for ONNX backends.
+        amp: one of :data:`bbavectors.runtime.INFERENCE_AMP_MODES`: ``"none"`` (float32), ``"bf16"``
+            or ``"fp16"`` (autocast; outputs are cast back to float32 before decoding), or ``"auto"``:
+            bf16 where the CPU or GPU computes it natively, else float32
+            (:func:`~bbavectors.runtime.resolve_inference_amp`). bf16 on a CPU without native bf16
+            falls back to float32 (emulated bf16 is slower). ONNX backends run in float32 (``"none"``
+            or ``"auto"`` only).
         score_thresh: overrides ``cfg.decode.score_thresh`` when given.
         decode_nms_thresh: overrides ``cfg.decode.nms_thresh`` (per-image NMS) when given.
         rectangles: overrides ``cfg.decode.rectangles`` when given (PyTorch models; an exported graph
             decodes as it was exported).
         centre_shift: overrides ``cfg.decode.centre_shift`` (the training's centre calibration, input
             pixels) when given; PyTorch models only, like ``rectangles``.
-        channels_last: memory format of the model and inputs; default: on for CUDA.
+        channels_last: memory format of the model and inputs; default: on (faster on GPUs and, with
+            oneDNN, on CPUs: 1.22x per image in float32 on a 2-core CPU, docs/inference.md "CPU
+            defaults").
+        fuse_batch_norm: run a copy of the model with its batch norms folded into the convolutions
+            before them (:func:`~bbavectors.models.fusion.fuse_conv_bn`: same outputs up to float
+            rounding, another 1.07x there); the model passed in is not changed (without batch
+            norms it is the model that runs).
 
     The decoder's grid offset is the model's own ``grid_offset`` (CTRBOX carries it), else
     ``cfg.model.grid_offset``: the outputs are decoded on the grid the network was built with.
@@ -199,14 +211,15 @@ class Predictor:
         channels_last: bool | None = None,
         rectangles: bool | None = None,
         centre_shift: tuple[float, float] | None = None,
+        fuse_batch_norm: bool = True,
     ) -> None:
         if batch_size is not None and batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+        if amp not in INFERENCE_AMP_MODES:
+            raise ValueError(f"amp must be one of {INFERENCE_AMP_MODES}, got {amp!r}")
         self.onnx = model if isinstance(model, OnnxBackend) else None
         if self.onnx is not None:
-            if amp != "none":
+            if amp not in ("none", "auto"):
                 raise ValueError(f"amp {amp!r} applies to PyTorch models; an ONNX model runs in float32")
             if rectangles is not None and rectangles != self.onnx.info.rectangles:
                 raise ValueError(f"rectangles={rectangles} differs from the exported graph's decoder "
@@ -220,7 +233,10 @@ class Predictor:
         self.classes: tuple[str, ...] = tuple(classes)
         self.batch_size = int(batch_size) if batch_size is not None else default_batch_size(self.device)
         self.amp = amp
-        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        #: The autocast dtype ``amp`` resolves to on this device (None: float32).
+        self.amp_dtype: torch.dtype | None = None if self.onnx is not None else resolve_inference_amp(
+            amp, self.device)
+        self.channels_last = True if channels_last is None else bool(channels_last)
         self.decode_cfg: DecodeConfig = dataclasses.replace(cfg.decode)
         if score_thresh is not None:
             self.decode_cfg.score_thresh = float(score_thresh)
@@ -233,9 +249,14 @@ class Predictor:
                 raise ValueError(f"centre_shift must be two finite numbers (dx, dy), got {centre_shift!r}")
             self.decode_cfg.centre_shift = (float(centre_shift[0]), float(centre_shift[1]))
         self.model: nn.Module | None = None
+        #: Parameters of the model as passed in (before batch-norm folding); 0 for an ONNX graph.
+        self.num_parameters = (sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module)
+                               else 0)
         self.grid_offset = float(getattr(model, "grid_offset", cfg.model.grid_offset))
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
+            if fuse_batch_norm and count_batch_norms(model):
+                model = fuse_conv_bn(model)
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.model = model
@@ -252,8 +273,11 @@ class Predictor:
         decode_nms_thresh: float | None = None,
         rectangles: bool | None = None,
         centre_shift: tuple[float, float] | None = None,
+        channels_last: bool | None = None,
+        fuse_batch_norm: bool = True,
     ) -> Predictor:
-        """Rebuild the model stored in a checkpoint (EMA weights when present).
+        """Rebuild the model stored in a checkpoint (EMA weights when present); the arguments are
+        :class:`Predictor`'s.
 
         Raises:
             CheckpointLoadError: no such file, or not a (compatible) bbavectors checkpoint.
@@ -264,7 +288,7 @@ class Predictor:
                     cfg.data.input_size)
         return cls(model, cfg, classes, device=device, batch_size=batch_size, amp=amp,
                    score_thresh=score_thresh, decode_nms_thresh=decode_nms_thresh, rectangles=rectangles,
-                   centre_shift=centre_shift)
+                   centre_shift=centre_shift, channels_last=channels_last, fuse_batch_norm=fuse_batch_norm)
 
     @classmethod
     def from_onnx(
@@ -328,7 +352,7 @@ class Predictor:
                                  self.cfg.data.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(self.device, AMP_DTYPES[self.amp]):
+            with autocast_context(self.device, self.amp_dtype):
                 out = self.model(x)
             return {k: v.float() for k, v in out.items()}
 
