@@ -69,6 +69,10 @@ class ModelConfig:
     frozen_bn: bool = False
     #: Channels of the hidden conv in each head (the original uses 256).
     head_width: int = 256
+    #: Floor on the decoder's widths: each fused map has ``max(trunk channels, this)`` channels, so
+    #: the heads read at least this many at stride 4 (0 = the trunk's own widths, the original).
+    #: Light trunks are thin there: regnet_x_400mf has 32 channels at stride 4, resnet18 64.
+    decoder_min_channels: int = 0
     #: Align the output grid with what the network sees (docs/model.md, "The output grid"): the
     #: decoder upsamples corner-aligned, as the trunk's strided convolutions sample, and output cell
     #: ``j`` covers input pixels ``[4j - 1.5, 4j + 2.5)`` (centred on its receptive field) instead of
@@ -371,6 +375,8 @@ def validate_config(cfg: Config) -> Config:
            f"model.backbone: unknown backbone {m.backbone!r}; expected a torchvision classification model "
            f"({', '.join(REFERENCE_BACKBONES)}, ...) or timm:<name>")
     _check(m.head_width >= 1, f"model.head_width must be >= 1, got {m.head_width}")
+    _check(m.decoder_min_channels >= 0,
+           f"model.decoder_min_channels must be >= 0, got {m.decoder_min_channels}")
     _check(d.input_size > 0 and d.input_size % 32 == 0,
            f"data.input_size must be a positive multiple of 32, got {d.input_size}")
     _check(d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")

@@ -13,7 +13,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from bbavectors.checkpoint import model_from_checkpoint, save_checkpoint
-from bbavectors.config import DOWN_RATIO, Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
+from bbavectors.config import (
+    DOWN_RATIO,
+    Config,
+    ConfigError,
+    ModelConfig,
+    config_from_dict,
+    config_to_dict,
+    validate_config,
+)
 from bbavectors.models import (
     CTRBOX,
     REFERENCE_BACKBONES,
@@ -115,6 +123,36 @@ def test_decoder_takes_channels_from_the_backbone() -> None:
     assert decoder.out_channels == backbone.channels[0] == 24
     with pytest.raises(ValueError):
         Decoder([1, 2, 3])
+
+
+def test_decoder_min_channels_widens_only_the_thin_maps() -> None:
+    # regnet_x_400mf: 32 / 64 / 160 / 400 channels at strides 4 / 8 / 16 / 32.
+    decoder = Decoder([32, 64, 160, 400], min_channels=64)
+    assert decoder.out_channels == 64
+    assert decoder.dec_c4.out_channels == 160 and decoder.dec_c3.out_channels == 64
+    convs = [(c.in_channels, c.out_channels) for c in decoder.dec_c2.modules() if isinstance(c, nn.Conv2d)]
+    # conv3x3 from the stride-8 map to 64, then conv1x1 over the 32 skip channels + those 64.
+    assert convs == [(64, 64), (96, 64)]
+    feats = [torch.randn(1, c, 32 // s, 32 // s) for c, s in zip((32, 64, 160, 400), (1, 2, 4, 8))]
+    with torch.no_grad():
+        assert decoder.eval()(feats).shape == (1, 64, 32, 32)
+    # 0 (the default) and a floor under every width change nothing.
+    for floor in (0, 32):
+        same = Decoder([32, 64, 160, 400], min_channels=floor)
+        assert sum(p.numel() for p in same.parameters()) == sum(
+            p.numel() for p in Decoder([32, 64, 160, 400]).parameters())
+    with pytest.raises(ValueError, match="min_channels"):
+        Decoder([32, 64, 160, 400], min_channels=-1)
+
+
+def test_model_decoder_min_channels_reaches_the_heads() -> None:
+    cfg = Config(model=ModelConfig(backbone="mobilenet_v2", head_width=16, decoder_min_channels=48))
+    model = build_model(cfg, 2)
+    assert model.decoder.out_channels == 48
+    first = model.heads.hm[0]
+    assert isinstance(first, nn.Conv2d) and first.in_channels == 48
+    with pytest.raises(ConfigError, match="decoder_min_channels"):
+        validate_config(config_from_dict({"model": {"decoder_min_channels": -2}}))
 
 
 def test_regression_down_ratio_is_one_constant_not_a_setting() -> None:

@@ -57,13 +57,22 @@ class CombinationModule(nn.Module):
     instead of the original's ``align_corners=False`` bilinear resize.
 
     The submodule names (``up``, ``cat_conv``) and the concat order are the original's.
+
+    ``c_out`` (default ``c_up``, the original): the output width, when it should be wider than the
+    skip: conv3x3 ``c_low -> c_out``, concatenated after ``x_up``, conv1x1 ``c_up + c_out -> c_out``;
+    returns ``(B, c_out, H, W)``.
     """
 
-    def __init__(self, c_low: int, c_up: int, batch_norm: bool = True, corner_aligned: bool = False) -> None:
+    def __init__(self, c_low: int, c_up: int, batch_norm: bool = True, corner_aligned: bool = False,
+                 c_out: int | None = None) -> None:
         super().__init__()
-        self.up = _conv_block(c_low, c_up, 3, batch_norm)
-        self.cat_conv = _conv_block(2 * c_up, c_up, 1, batch_norm)
+        width = c_up if c_out is None else int(c_out)
+        if width < 1:
+            raise ValueError(f"c_out must be >= 1, got {c_out}")
+        self.up = _conv_block(c_low, width, 3, batch_norm)
+        self.cat_conv = _conv_block(c_up + width, width, 1, batch_norm)
         self.corner_aligned = corner_aligned
+        self.out_channels = width
 
     def forward(self, x_low: Tensor, x_up: Tensor) -> Tensor:
         size = (x_up.shape[-2], x_up.shape[-1])
@@ -78,24 +87,31 @@ class Decoder(nn.Module):
     """C5 -> C4 -> C3 -> C2 fusion; output stride 4 with the trunk's stride-4 channels.
 
     ``forward(feats)``: ``feats`` are the trunk's ``[C2, C3, C4, C5]`` with ``channels`` channels at
-    strides 4, 8, 16, 32; returns ``(B, channels[0], H/4, W/4)``.
+    strides 4, 8, 16, 32; returns ``(B, out_channels, H/4, W/4)``, ``out_channels = channels[0]``.
 
     For resnet101 (channels 256, 512, 1024, 2048) this is the original's ``dec_c4``
     (2048 -> 1024), ``dec_c3`` (1024 -> 512) and ``dec_c2`` (512 -> 256).
 
     ``corner_aligned``: every upsampling keeps the trunk's grid (:func:`upsample_corner_aligned`).
+
+    ``min_channels``: each fused map is at least this wide, ``max(channels[i], min_channels)``
+    (0: the trunk's widths, the original). Why: light trunks are thin at stride 4 (regnet_x_400mf:
+    32 channels), and every head reads that one map; the floor widens only the maps below it.
     """
 
     def __init__(self, channels: Sequence[int], batch_norm: bool = True,
-                 corner_aligned: bool = False) -> None:
+                 corner_aligned: bool = False, min_channels: int = 0) -> None:
         super().__init__()
         if len(channels) != 4:
             raise ValueError(f"the decoder fuses 4 maps (strides 4..32), got channels {list(channels)}")
+        if min_channels < 0:
+            raise ValueError(f"min_channels must be >= 0, got {min_channels}")
         c2, c3, c4, c5 = (int(c) for c in channels)
-        self.dec_c4 = CombinationModule(c5, c4, batch_norm, corner_aligned)
-        self.dec_c3 = CombinationModule(c4, c3, batch_norm, corner_aligned)
-        self.dec_c2 = CombinationModule(c3, c2, batch_norm, corner_aligned)
-        self.out_channels = c2
+        w4, w3, w2 = (max(c, int(min_channels)) for c in (c4, c3, c2))
+        self.dec_c4 = CombinationModule(c5, c4, batch_norm, corner_aligned, c_out=w4)
+        self.dec_c3 = CombinationModule(w4, c3, batch_norm, corner_aligned, c_out=w3)
+        self.dec_c2 = CombinationModule(w3, c2, batch_norm, corner_aligned, c_out=w2)
+        self.out_channels = w2
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         c2, c3, c4, c5 = feats
