@@ -84,10 +84,11 @@ class CombinationModule(nn.Module):
 
 
 class Decoder(nn.Module):
-    """C5 -> C4 -> C3 -> C2 fusion; output stride 4 with the trunk's stride-4 channels.
+    """C5 -> C4 -> C3 -> C2 fusion; output stride 4 with the trunk's stride-4 channels (or a floor).
 
     ``forward(feats)``: ``feats`` are the trunk's ``[C2, C3, C4, C5]`` with ``channels`` channels at
-    strides 4, 8, 16, 32; returns ``(B, out_channels, H/4, W/4)``, ``out_channels = channels[0]``.
+    strides 4, 8, 16, 32; returns ``(B, out_channels, H/4, W/4)``,
+    ``out_channels = max(channels[0], min_channels)``.
 
     For resnet101 (channels 256, 512, 1024, 2048) this is the original's ``dec_c4``
     (2048 -> 1024), ``dec_c3`` (1024 -> 512) and ``dec_c2`` (512 -> 256).
