@@ -255,6 +255,11 @@ class TrainConfig:
     #: from labels that sit on the objects, whatever the flips (bbavectors.engine.calibrate,
     #: docs/training.md). Needs ``calibrate_centres``: the decoder gets the offset back from it.
     label_shift_at: float = 0.0
+    #: Share of the run (0 = off) after which training takes whole input canvases instead of
+    #: ``augment.crop_size`` windows, until the end: of the time budget when the run has one, else of
+    #: the planned epochs. Windows make steps cheap but cut big objects and never show a whole canvas;
+    #: the last part of the run then trains on what inference sees (docs/training.md).
+    whole_images_at: float = 0.0
     amp: str = "bf16"  # bf16 | fp16 | none
     channels_last: bool = True
     compile: bool = False
@@ -419,6 +424,11 @@ def validate_config(cfg: Config) -> Config:
            f"train.label_shift_at must be in [0, 1), got {t.label_shift_at}")
     _check(t.label_shift_at == 0 or t.calibrate_centres,
            "train.label_shift_at needs train.calibrate_centres: the decoder must get the labels' offset back")
+    _check(math.isfinite(t.whole_images_at) and 0 <= t.whole_images_at < 1,
+           f"train.whole_images_at must be in [0, 1), got {t.whole_images_at}")
+    _check(t.whole_images_at == 0 or cfg.augment.crop_size is not None,
+           "train.whole_images_at needs augment.crop_size: without windows the run trains on whole images "
+           "already")
     _check(t.calibration_images >= 1, f"train.calibration_images must be >= 1, got {t.calibration_images}")
     _check(len(cfg.augment.label_shift) == 2 and all(math.isfinite(v) for v in cfg.augment.label_shift),
            f"augment.label_shift must be two finite numbers (dx, dy), got {cfg.augment.label_shift}")

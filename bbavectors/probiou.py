@@ -40,7 +40,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["VARIANCE_FLOOR", "tlrb_gaussian", "hellinger_distance", "gaussian_rectangle"]
+__all__ = ["VARIANCE_FLOOR", "tlrb_gaussian", "hellinger_distance", "gaussian_rectangle",
+           "covariance_rectangle"]
 
 #: Added to both variances (squared units of the input): a collapsed prediction (all vectors 0,
 #: as at initialisation) keeps a finite log-determinant, hence a gradient that grows it back.
@@ -116,6 +117,18 @@ def gaussian_rectangle(center: Tensor, tlrb: Tensor) -> tuple[Tensor, Tensor]:
         ``tlrb (..., 4, 2)``, in the input's dtype.
     """
     mean, cov = tlrb_gaussian(center, tlrb)
+    return mean, covariance_rectangle(cov)
+
+
+def covariance_rectangle(cov: Tensor) -> Tensor:
+    """The ``t, r, b, l`` vectors of the rectangle centred at the origin whose uniform distribution has
+    covariance ``cov`` (the closed form of :func:`gaussian_rectangle`).
+
+    Args:
+        cov: ``(..., 2, 2)`` symmetric positive semi-definite.
+    Returns:
+        ``(..., 4, 2)`` vectors, in ``cov``'s dtype (units: the square root of ``cov``'s).
+    """
     a, d, k = cov[..., 0, 0], cov[..., 1, 1], cov[..., 0, 1]
     half_diff = (a - d) / 2
     rho = torch.sqrt(half_diff * half_diff + k * k)
@@ -130,5 +143,4 @@ def gaussian_rectangle(center: Tensor, tlrb: Tensor) -> tuple[Tensor, Tensor]:
     v = torch.stack([-sin_phi, cos_phi], dim=-1)
     half_long = torch.sqrt(3 * big)[..., None]
     half_short = torch.sqrt(3 * small)[..., None]
-    vectors = torch.stack([-half_short * v, half_long * u, half_short * v, -half_long * u], dim=-2)
-    return mean, vectors
+    return torch.stack([-half_short * v, half_long * u, half_short * v, -half_long * u], dim=-2)

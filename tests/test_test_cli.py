@@ -149,3 +149,19 @@ def test_centre_shift_moves_every_box_in_original_pixels(
     rc = tool.main([*common, "--out", str(tmp_path / "bad"), "--centre-shift", "nan", "0"])
     assert rc == 2
     assert "centre_shift must be two finite numbers" in capsys.readouterr().err
+
+
+def test_tta_runs_and_refuses_onnx(
+    tool: ModuleType, synthetic: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--tta flips`` runs end to end (Task1 files for every image); with ``--onnx`` it is refused
+    before anything loads."""
+    common = ["--checkpoint", str(checkpoint), "--images", str(synthetic / "images"), "--device", "cpu",
+              "--score-thresh", "0.0", "--quiet", "--workers", "0"]
+    assert tool.main([*common, "--out", str(tmp_path / "tta"), "--tta", "flips"]) == 0
+    found = read_task1_dir(tmp_path / "tta")
+    assert sum(len(d.image_ids) for d in found.values()) > 0
+    rc = tool.main(["--onnx", str(tmp_path / "missing.onnx"), "--images", str(synthetic / "images"),
+                    "--out", str(tmp_path / "bad"), "--tta", "flips"])
+    assert rc == 2
+    assert "--tta applies to --checkpoint" in capsys.readouterr().err

@@ -259,3 +259,47 @@ def test_resume_keeps_the_chosen_length(tiny_root: Path, tmp_path: Path) -> None
     resumed.fit()
     resumed.close()
     assert resumed.step == saved["budget"]["total_steps"] and resumed.budget.plans == saved["budget"]["plans"]
+
+
+def test_replans_to_the_same_end_leave_the_cosine_unchanged() -> None:
+    # Regression: each re-plan used to restart a half-cosine from the current factor, flat at its
+    # start, so a run re-planned every epoch kept its peak rate for most of its steps (a 45-minute
+    # SSDD run: 55 % of the peak at 83 % of the steps after 27 re-plans).
+    plain = WarmupSchedule(total_steps=1000, warmup_steps=20, steps_per_epoch=50, final_factor=0.01)
+    replanned = WarmupSchedule(total_steps=1000, warmup_steps=20, steps_per_epoch=50, final_factor=0.01)
+    used = []  # the factor of each step when the run takes it (a re-plan only shapes what follows)
+    for step in range(1001):
+        if step and step % 50 == 0:
+            replanned.reshape(step, 1000)
+        used.append(replanned(step))
+    assert used == pytest.approx([plain(i) for i in range(1001)], abs=1e-9)
+
+
+def test_wandering_replans_stay_close_to_one_cosine() -> None:
+    # Re-plans that move the end back and forth (a machine whose step time wanders) end where the
+    # last one says, and at 80 % of the steps the rate is near the cosine's, not near the peak.
+    s = WarmupSchedule(total_steps=5300, warmup_steps=46, steps_per_epoch=92, final_factor=0.01)
+    ends = [5828, 5502, 6062, 5692, 6012, 5553, 5821, 5585, 5360, 5006, 5354, 5703, 5546, 5748, 5620, 5715,
+            5580, 5429, 5583, 5535, 5490, 5451, 5482, 5456, 5446]
+    plans = {184 * (i + 1): end for i, end in enumerate(ends)}
+    used = []
+    for step in range(5447):
+        if step in plans:
+            s.reshape(step, plans[step])
+        used.append(s(step))
+    assert used[-1] == pytest.approx(0.01)
+    ideal = WarmupSchedule(total_steps=5446, warmup_steps=46, steps_per_epoch=92, final_factor=0.01)
+    assert abs(used[4400] - ideal(4400)) < 0.05 and used[4400] < 0.15
+    assert max(abs(a - ideal(i)) for i, a in enumerate(used)) < 0.1
+
+
+def test_checkpoints_of_the_earlier_curve_resume_on_it() -> None:
+    # A schedule state saved before the phase existed (anchor step and factor, no phase) follows the
+    # half-cosine it was on, and a re-plan from there continues without a jump.
+    old = WarmupSchedule(total_steps=300, warmup_steps=10, steps_per_epoch=10, final_factor=0.01,
+                         anchor_step=100, anchor_factor=0.8)
+    assert old(100) == pytest.approx(0.8) and old(300) == pytest.approx(0.01)
+    assert old(200) == pytest.approx(0.01 + 0.79 * 0.5)
+    at_150 = old(150)
+    old.reshape(150, 400)
+    assert old(150) == pytest.approx(at_150) and old(400) == pytest.approx(0.01)

@@ -32,6 +32,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bbavectors.inference.tta import TTA_MODES
 from bbavectors.runtime import INFERENCE_AMP_MODES
 from DOTA_devkit.atomic import atomic_write_text
 
@@ -204,6 +205,9 @@ def _add_accuracy(sub: Any) -> None:
     p.add_argument("--inference-amp", choices=INFERENCE_AMP_MODES, default="auto",
                    help="our precision when timed and scored (default auto: bf16 where the CPU computes it "
                         "natively, else float32, as tools/test.py)")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="our test-time augmentation when timed and scored (tools/test.py --tta; default "
+                        "none)")
     p.add_argument("--score-only", action="store_true",
                    help="train nothing: time and score the checkpoints an earlier run left in --work-dir "
                         "(written to WORK_DIR/accuracy_rescored.json unless --json)")
@@ -228,7 +232,7 @@ def _accuracy_settings(args: argparse.Namespace) -> Any:
         threads=args.threads, workers=args.workers, input_size=args.input_size, batch_size=args.batch_size,
         yolo_models=tuple(args.yolo_models), run_ours=not args.skip_ours, run_yolo=bool(args.yolo_models),
         warmup_images=args.warmup, timed_images=args.timed_images, seed=args.seed, amp=args.amp,
-        inference_amp=args.inference_amp, score_only=args.score_only,
+        inference_amp=args.inference_amp, tta=args.tta, score_only=args.score_only,
         validate_in_training=args.validate_in_training, onnx=not args.no_onnx,
         overrides=tuple(item for group in args.overrides for item in group))
     if args.config is not None:

@@ -31,6 +31,7 @@ from bbavectors.inference.errors import one_line
 from bbavectors.inference.predictor import Predictor
 from bbavectors.inference.runner import InferenceInputError, InferenceOptions, run_inference
 from bbavectors.inference.scenes import DOTA_MERGE_NMS_THRESH, SceneSettings
+from bbavectors.inference.tta import TTA_MODES
 from bbavectors.runtime import INFERENCE_AMP_MODES
 
 
@@ -68,6 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--amp", choices=INFERENCE_AMP_MODES, default="auto",
                    help="autocast for --checkpoint: auto (default: bf16 where the CPU / GPU computes it "
                         "natively, else float32), bf16, fp16 (GPU) or none (float32)")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="--checkpoint: test-time augmentation: flips (4 views) or dihedral (8: flips and "
+                        "quarter turns), averaged on the output grid before the decode; that many times "
+                        "the model's time (default none)")
     p.add_argument("--threads", type=int, help="--onnx: intra-op threads (default: the usable cores)")
     p.add_argument("--workers", type=int, default=2, help="image decoding workers (0 = main process)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -86,13 +91,15 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
         if args.centre_shift is not None:
             raise ValueError("--centre-shift applies to --checkpoint; an exported graph decodes with the "
                              "shift it was exported with")
+        if args.tta != "none":
+            raise ValueError("--tta applies to --checkpoint; an exported graph runs its input as it is")
         return Predictor.from_onnx(args.onnx, batch_size=args.batch_size, score_thresh=args.score_thresh,
                                    threads=args.threads)
     return Predictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
                                      amp=args.amp, score_thresh=args.score_thresh,
                                      rectangles=args.rectangles,
                                      centre_shift=None if args.centre_shift is None
-                                     else (args.centre_shift[0], args.centre_shift[1]))
+                                     else (args.centre_shift[0], args.centre_shift[1]), tta=args.tta)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,7 +141,7 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
         raise BenchmarkError(f"no checkpoint {ckpt_path}: did the run finish an epoch?")
     checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
     predictor = Predictor.from_checkpoint(ckpt_path, device=settings.device, batch_size=1,
-                                          amp=settings.inference_amp)
+                                          amp=settings.inference_amp, tta=settings.tta)
     if tuple(predictor.classes) != tuple(classes):
         raise BenchmarkError(f"{ckpt_path}: classes {predictor.classes} differ from {tuple(classes)}")
     per_image, ms, result = predict_and_score(lambda im: predictor.predict_images([im])[0], images, classes,
@@ -150,7 +150,8 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
     backbone = predictor.cfg.model.backbone
     onnx_ms, onnx_ap07, onnx_note = score_exported(ckpt_path, settings, images, classes)
     return ModelScore(
-        model=f"bbavectors {backbone} (w{predictor.cfg.model.head_width}, {_precision(predictor)})",
+        model=f"bbavectors {backbone} (w{predictor.cfg.model.head_width}, {_precision(predictor)}"
+              + (f", tta {settings.tta})" if settings.tta != "none" else ")"),
         params=predictor.num_parameters, budget_minutes=settings.minutes,
         train_seconds=_train_seconds(run_dir), epochs=_epochs_of(checkpoint), ap07=result.map07,
         ap_area=result.map_area, recall=result.mean_recall_present, ms_per_image=ms,

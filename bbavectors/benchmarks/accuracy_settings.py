@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..inference.tta import TTA_MODES
+
 __all__ = [
     "DEFAULT_YOLO_MODELS",
     "REPO_ROOT",
@@ -70,6 +72,10 @@ class AccuracySettings:
     #: Our model's precision when it is timed and scored (:data:`bbavectors.runtime.INFERENCE_AMP_MODES`;
     #: ``auto``, tools/test.py's default: bf16 where the CPU computes it natively, else float32).
     inference_amp: str = "auto"
+    #: Our model's test-time augmentation when it is timed and scored
+    #: (:data:`bbavectors.inference.tta.TTA_MODES`; YOLO-OBB has none: Ultralytics' ``augment=True``
+    #: falls back to one view for its OBB head).
+    tta: str = "none"
     #: Let our run validate on the validation split while it trains (inside its budget). Off: the
     #: whole budget trains, as for YOLO (``val=False``); the scoring below is the same either way.
     validate_in_training: bool = False
@@ -95,6 +101,8 @@ class AccuracySettings:
             raise ValueError(f"minutes must be positive, got {self.minutes}")
         if self.max_epochs is not None and self.max_epochs <= 0:
             raise ValueError(f"max_epochs must be positive, got {self.max_epochs}")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {TTA_MODES}, got {self.tta!r}")
         for name in ("data", "train_split", "val_split", "config"):
             path = Path(getattr(self, name))
             if not path.exists():

@@ -195,6 +195,13 @@ class RunBudget:
             self._apply(tr, "re-estimate (" + ", ".join(reasons) + ")")
         self._marks["epoch_start"] = (time.perf_counter(), tr.step)
 
+    def steps_changed(self) -> None:
+        """The step time is about to change for good (``train.whole_images_at``): the drift check
+        measures only the steps from here on, and re-plans after the next whole epoch(s)."""
+        self._window_s, self._window_steps = 0.0, 0
+        self._marks.pop("epoch_start", None)
+        self.follow_drift = True
+
     def mark_epoch_end(self, step: int) -> None:
         """Called when an epoch's training loop ends (before its save and validation)."""
         if not self.active:

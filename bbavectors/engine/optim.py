@@ -17,13 +17,18 @@ Schedule (per optimiser step, so that it does not jump at epoch boundaries)
 steps, ``T = epochs * steps_per_epoch`` steps in all, ``E = steps_per_epoch``::
 
     warm-up  (step < W):  (step + 1) / W                     linear, never exactly 0
-    cosine:               f + (a - f) * (1 + cos(pi * p)) / 2,   p = (step - A) / (T - A), f = final_factor
+    cosine:               f + (1 - f) * (1 + cos(pi * p)) / 2,   f = final_factor,
+                          p = p0 + (1 - p0) * (step - A) / (T - A)
     exponential:          gamma ** ((step - W) / E)          the original's per-epoch gamma, smoothly
     constant:             1
 
-with ``A = W`` and ``a = 1`` unless the remaining part was re-shaped (:meth:`WarmupSchedule.reshape`,
-used by the time budget): then the cosine runs from the factor ``a`` it had at step ``A`` down to
-``f`` at the new end ``T``, so the curve never jumps.
+with ``A = W`` and ``p0 = 0`` unless the remaining part was re-shaped (:meth:`WarmupSchedule.reshape`,
+used by the time budget): then ``A`` is the step of the re-plan and ``p0`` the cosine's phase there,
+so the curve never jumps and stays one cosine in its phase, the rest only stretched or compressed to
+end at the new ``T``; a re-plan to the same end changes nothing. (Before, a re-plan restarted a
+half-cosine from the current factor, flat at its start: a 45-minute run that re-planned 27 times as
+its machine's step time wandered kept 55 % of the peak rate at 83 % of its steps and annealed in the
+last few hundred. Checkpoints of that version resume on their own curve.)
 
 The schedule depends only on the step count, so a resumed run follows the same curve.
 
@@ -105,9 +110,12 @@ class WarmupSchedule:
     schedule: str = "cosine"
     gamma: float = 0.96
     final_factor: float = DEFAULT_FINAL_FACTOR
-    #: Start of the cosine part (-1: the end of the warm-up) and its factor there (re-shaped runs).
+    #: Start of the cosine part (-1: the end of the warm-up), its factor and its phase ``p0`` there
+    #: (re-shaped runs). A phase of -1 with an anchor step marks a checkpoint written before the phase
+    #: existed: its curve is a half-cosine from ``anchor_factor`` (module docstring).
     anchor_step: int = -1
     anchor_factor: float = 1.0
+    anchor_phase: float = -1.0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -128,23 +136,40 @@ class WarmupSchedule:
             return 1.0
         if self.schedule == "exponential":
             return float(self.gamma ** (after / self.steps_per_epoch))
-        anchor = self.warmup_steps if self.anchor_step < 0 else self.anchor_step
-        span = max(1, self.total_steps - anchor)
-        p = min(1.0, max(0, step - anchor) / span)
         f = self.final_factor
-        return f + (self.anchor_factor - f) * 0.5 * (1 + math.cos(math.pi * p))
+        if self.anchor_step >= 0 and self.anchor_phase < 0:  # an earlier version's re-shaped curve
+            return f + (self.anchor_factor - f) * 0.5 * (1 + math.cos(math.pi * self._progress(step)))
+        return f + (1.0 - f) * 0.5 * (1 + math.cos(math.pi * self.phase(step)))
+
+    def _progress(self, step: int) -> float:
+        """Share of the cosine part from its anchor to the end done at ``step``, in ``[0, 1]``."""
+        anchor = self.warmup_steps if self.anchor_step < 0 else self.anchor_step
+        return min(1.0, max(0, step - anchor) / max(1, self.total_steps - anchor))
+
+    def phase(self, step: int) -> float:
+        """The cosine's phase ``p`` at ``step`` (0 at the end of the warm-up, 1 at the end)."""
+        if self.anchor_step >= 0 and self.anchor_phase < 0:
+            # An earlier version's curve: the phase of the cosine through its current factor.
+            f = self.final_factor
+            if f >= 1.0:
+                return self._progress(step)
+            c = 2.0 * (self(step) - f) / (1.0 - f) - 1.0
+            return math.acos(min(1.0, max(-1.0, c))) / math.pi
+        p0 = max(0.0, self.anchor_phase) if self.anchor_step >= 0 else 0.0
+        return p0 + (1.0 - p0) * self._progress(step)
 
     def reshape(self, step: int, total_steps: int) -> None:
         """End the schedule at ``total_steps`` without changing the factors of steps before ``step``.
 
-        In the warm-up only the end moves; after it, the cosine restarts from its current factor at
-        ``step`` and reaches ``final_factor`` at ``total_steps`` (a shorter run decays faster, a longer
-        one slower, never upwards). Exponential and constant schedules only change length.
+        In the warm-up only the end moves; after it, the cosine keeps its phase at ``step`` and the
+        rest of it is stretched or compressed to reach ``final_factor`` at ``total_steps`` (a shorter
+        run decays faster, a longer one slower, never upwards; the same end changes nothing).
+        Exponential and constant schedules only change length.
         """
         total_steps = max(int(total_steps), step + 1)
         if self.schedule == "cosine" and step > self.warmup_steps:
-            factor = self(step)
-            self.anchor_step, self.anchor_factor = step, factor
+            phase, factor = self.phase(step), self(step)
+            self.anchor_step, self.anchor_factor, self.anchor_phase = step, factor, phase
         self.total_steps = total_steps
 
 

@@ -113,7 +113,7 @@ def checkpoint_state(tr: Trainer) -> dict[str, Any]:
         "optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict(), "epoch": tr.epoch,
         "step": tr.step, "steps_per_epoch": tr.steps_per_epoch, "best_map07": tr.best_map07,
         "best_epoch": tr.best_epoch, "nonfinite_total": tr.nonfinite_total, "world_size": tr.dist.world_size,
-        "labels_shifted": tr.labels_shifted,
+        "labels_shifted": tr.labels_shifted, "whole_images": tr.whole_images,
     }
     if tr.scaler.is_enabled():
         state["scaler"] = tr.scaler.state_dict()
@@ -186,6 +186,11 @@ def restore(tr: Trainer, ckpt: dict[str, Any] | None, path: Path | None) -> Lamb
     tr.best_map07, tr.best_epoch = ckpt.get("best_map07"), ckpt.get("best_epoch")
     tr.guard.total = int(ckpt.get("nonfinite_total", 0))
     tr.labels_shifted = bool(ckpt.get("labels_shifted", False))
+    if ckpt.get("whole_images", False) and not tr.whole_images:
+        # The run had moved to whole canvases (train.whole_images_at): so does its continuation.
+        tr.whole_images = True
+        tr.cfg.augment.crop_size = None
+        tr.rebuild_train_loader()
     tr.guard.accept()  # the restored BatchNorm statistics are the restore point
     saved_spe = int(ckpt.get("steps_per_epoch", tr.steps_per_epoch))
     if saved_spe != tr.steps_per_epoch:

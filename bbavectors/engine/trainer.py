@@ -157,6 +157,9 @@ class Trainer:
         #: and the passes tried in this process (each costs a calibration's time).
         self.labels_shifted = False
         self.label_shift_tries = 0
+        #: ``train.whole_images_at``: whether training moved from windows to whole canvases (kept in
+        #: checkpoints).
+        self.whole_images = False
         self.data_root = resolve_data_root(cfg)
         self.classes = resolve_classes(cfg.data.classes, self.data_root)
         self.skipped_label_share = self._build_data()
@@ -277,6 +280,8 @@ class Trainer:
                 elif self._due_for_label_shift():
                     self.label_shift_tries += 1
                     shift_training_labels(self)
+                if not self._finished_training() and self._due_for_whole_images():
+                    self.use_whole_images()
                 save_epoch(self, improved=False)  # before validating: a failing validation loses nothing
                 if self._due_for_validation() and self.validate():
                     save_epoch(self, improved=True)
@@ -405,6 +410,29 @@ class Trainer:
             return False
         planned = self.budget.steps_or(self.cfg.train.epochs * self.steps_per_epoch)
         return self.step >= at * planned
+
+    def _due_for_whole_images(self) -> bool:
+        at = self.cfg.train.whole_images_at
+        if at <= 0 or self.whole_images:
+            return False
+        if self.budget.active and self.budget.minutes is not None:
+            return self.budget.elapsed() >= at * self.budget.minutes * 60.0
+        return self.epoch >= at * self.budget.epochs_or(self.cfg.train.epochs)
+
+    def use_whole_images(self) -> None:
+        """From the next epoch on, train on whole canvases (``train.whole_images_at``): the windows'
+        size is dropped from the augmentation settings and the loader's workers are rebuilt; the time
+        budget re-measures the (slower) steps from here."""
+        crop = self.cfg.augment.crop_size
+        self.cfg.augment.crop_size = None
+        self.whole_images = True
+        self.rebuild_train_loader()
+        self.budget.steps_changed()
+        if self.dist.is_main:
+            logger.info("train.whole_images_at: whole %d px canvases instead of %s px windows from step %d "
+                        "(epoch %d)", self.cfg.data.input_size, crop, self.step, self.epoch)
+            self.metrics.log("whole_images", self.step, self.epoch, {"crop_size_before": float(crop or 0)})
+            save_config(self.cfg, self.run_dir / "config.yaml")
 
     def _due_for_validation(self) -> bool:
         every = max(1, self.cfg.train.val_every)

@@ -46,6 +46,7 @@ from ..data.letterbox import letterbox_image, normalize_images
 from ..decode import decode_detections, decode_topk, select_detections
 from ..models.fusion import count_batch_norms, fuse_conv_bn
 from ..runtime import AMP_MODES, INFERENCE_AMP_MODES, autocast_context, resolve_device, resolve_inference_amp
+from .tta import apply_view, merge_view_outputs, views_for
 
 __all__ = [
     "AMP_MODES",
@@ -193,6 +194,11 @@ class Predictor:
             before them (:func:`~bbavectors.models.fusion.fuse_conv_bn`: same outputs up to float
             rounding, another 1.07x there); the model passed in is not changed (without batch
             norms it is the model that runs).
+        tta: test-time augmentation, one of :data:`~bbavectors.inference.tta.TTA_MODES`: ``"none"``
+            (default), ``"flips"`` (4 views) or ``"dihedral"`` (8): the model runs on flipped and
+            turned copies of each input, whose outputs are averaged on the original grid before
+            the decode (:mod:`bbavectors.inference.tta`); that many times the model's time.
+            PyTorch models only.
 
     The decoder's grid offset is the model's own ``grid_offset`` (CTRBOX carries it), else
     ``cfg.model.grid_offset``: the outputs are decoded on the grid the network was built with.
@@ -212,13 +218,20 @@ class Predictor:
         rectangles: bool | None = None,
         centre_shift: tuple[float, float] | None = None,
         fuse_batch_norm: bool = True,
+        tta: str = "none",
     ) -> None:
         if batch_size is not None and batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if amp not in INFERENCE_AMP_MODES:
             raise ValueError(f"amp must be one of {INFERENCE_AMP_MODES}, got {amp!r}")
         self.onnx = model if isinstance(model, OnnxBackend) else None
+        #: The views the model runs on (one, the identity, without test-time augmentation).
+        self.views = views_for(tta)
+        self.tta = tta
         if self.onnx is not None:
+            if tta != "none":
+                raise ValueError(f"tta={tta!r} applies to PyTorch models; an exported graph runs its "
+                                 "input as it is")
             if amp not in ("none", "auto"):
                 raise ValueError(f"amp {amp!r} applies to PyTorch models; an ONNX model runs in float32")
             if rectangles is not None and rectangles != self.onnx.info.rectangles:
@@ -275,6 +288,7 @@ class Predictor:
         centre_shift: tuple[float, float] | None = None,
         channels_last: bool | None = None,
         fuse_batch_norm: bool = True,
+        tta: str = "none",
     ) -> Predictor:
         """Rebuild the model stored in a checkpoint (EMA weights when present); the arguments are
         :class:`Predictor`'s.
@@ -288,7 +302,8 @@ class Predictor:
                     cfg.data.input_size)
         return cls(model, cfg, classes, device=device, batch_size=batch_size, amp=amp,
                    score_thresh=score_thresh, decode_nms_thresh=decode_nms_thresh, rectangles=rectangles,
-                   centre_shift=centre_shift, channels_last=channels_last, fuse_batch_norm=fuse_batch_norm)
+                   centre_shift=centre_shift, channels_last=channels_last, fuse_batch_norm=fuse_batch_norm,
+                   tta=tta)
 
     @classmethod
     def from_onnx(
@@ -339,14 +354,27 @@ class Predictor:
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Normalise uint8 RGB ``(B, 3, H, W)`` on the device and run the PyTorch model.
 
+        With test-time augmentation (``tta``) the model runs once on all the views of the batch
+        (``views x B`` images) and returns the views' merged outputs
+        (:func:`~bbavectors.inference.tta.merge_view_outputs`).
+
         Returns:
             float32 logits ``{"hm": (B, C, h, w), "wh": (B, 10, h, w), "reg": (B, 2, h, w),
             "cls_theta": (B, 1, h, w)}``, ``h = ceil(H / 4)``.
         Raises:
             TypeError: the backend is an ONNX graph (its outputs are decoded already).
+            ValueError: test-time augmentation on a non-square input or one whose side is not a
+                multiple of the output stride.
         """
         if self.model is None:
             raise TypeError("an ONNX predictor has no logits: its graph ends with the decoder")
+        batch = images.shape[0]
+        augmented = len(self.views) > 1
+        if augmented:
+            if images.shape[-1] != images.shape[-2] or images.shape[-1] % self.down_ratio:
+                raise ValueError(f"tta={self.tta!r} needs square inputs whose side is a multiple of "
+                                 f"{self.down_ratio}, got {tuple(images.shape[-2:])}")
+            images = torch.cat([apply_view(images, view) for view in self.views])
         with torch.inference_mode():
             x = normalize_images(images.to(self.device, non_blocking=True), self.cfg.data.mean,
                                  self.cfg.data.std)
@@ -354,7 +382,12 @@ class Predictor:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(self.device, self.amp_dtype):
                 out = self.model(x)
-            return {k: v.float() for k, v in out.items()}
+            out = {k: v.float() for k, v in out.items()}
+            if not augmented:
+                return out
+            per_view = [{k: v[i * batch:(i + 1) * batch] for k, v in out.items()}
+                        for i in range(len(self.views))]
+            return merge_view_outputs(per_view, self.views, self.down_ratio, self.grid_offset)
 
     def topk(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The model's ``top_k`` best peaks: uint8 ``(B, 3, H, W)`` -> ``polygons (B, K, 8)`` in
