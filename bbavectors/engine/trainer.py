@@ -59,6 +59,7 @@ from .distributed import (
     DistInfo,
     all_reduce_sum,
     barrier,
+    broadcast_object,
     cleanup_distributed,
     init_distributed,
     read_dist_env,
@@ -280,7 +281,8 @@ class Trainer:
                 elif self._due_for_label_shift():
                     self.label_shift_tries += 1
                     shift_training_labels(self)
-                if not self._finished_training() and self._due_for_whole_images():
+                # Rank 0's clock decides, so that every process switches at the same epoch.
+                if not self._finished_training() and broadcast_object(self._due_for_whole_images()):
                     self.use_whole_images()
                 save_epoch(self, improved=False)  # before validating: a failing validation loses nothing
                 if self._due_for_validation() and self.validate():

@@ -370,14 +370,14 @@ class Predictor:
             raise TypeError("an ONNX predictor has no logits: its graph ends with the decoder")
         batch = images.shape[0]
         augmented = len(self.views) > 1
-        if augmented:
-            if images.shape[-1] != images.shape[-2] or images.shape[-1] % self.down_ratio:
-                raise ValueError(f"tta={self.tta!r} needs square inputs whose side is a multiple of "
-                                 f"{self.down_ratio}, got {tuple(images.shape[-2:])}")
-            images = torch.cat([apply_view(images, view) for view in self.views])
+        if augmented and (images.shape[-1] != images.shape[-2] or images.shape[-1] % self.down_ratio):
+            raise ValueError(f"tta={self.tta!r} needs square inputs whose side is a multiple of "
+                             f"{self.down_ratio}, got {tuple(images.shape[-2:])}")
         with torch.inference_mode():
-            x = normalize_images(images.to(self.device, non_blocking=True), self.cfg.data.mean,
-                                 self.cfg.data.std)
+            images = images.to(self.device, non_blocking=True)
+            if augmented:  # the views are made on the device: one upload per image
+                images = torch.cat([apply_view(images, view) for view in self.views])
+            x = normalize_images(images, self.cfg.data.mean, self.cfg.data.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(self.device, self.amp_dtype):
