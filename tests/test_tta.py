@@ -230,6 +230,11 @@ def test_random_model_batched_tta_equals_one_image_at_a_time() -> None:
         torch.testing.assert_close(single["polygons"], b["polygons"], atol=1e-3, rtol=0)
 
 
-def test_predictor_rejects_unknown_modes() -> None:
+def test_predictor_rejects_unknown_modes_and_the_aligned_grid() -> None:
     with pytest.raises(ValueError, match="tta must be one of"):
         _blob_predictor("mirror")
+    model = BlobModel()
+    model.grid_offset = 1.5  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="original output grid"):
+        fake_predictor(model, tta="flips")
+    fake_predictor(model)  # without test-time augmentation any grid decodes

@@ -266,6 +266,10 @@ class Predictor:
         self.num_parameters = (sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module)
                                else 0)
         self.grid_offset = float(getattr(model, "grid_offset", cfg.model.grid_offset))
+        if len(self.views) > 1 and self.grid_offset % self.down_ratio:
+            raise ValueError(f"tta={tta!r} needs the original output grid; this model's is offset by "
+                             f"{self.grid_offset} px (model.align_grid): flipped views' cells would not fall "
+                             "on its cells")
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
             if fuse_batch_norm and count_batch_norms(model):
