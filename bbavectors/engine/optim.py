@@ -137,9 +137,14 @@ class WarmupSchedule:
         if self.schedule == "exponential":
             return float(self.gamma ** (after / self.steps_per_epoch))
         f = self.final_factor
-        if self.anchor_step >= 0 and self.anchor_phase < 0:  # an earlier version's re-shaped curve
+        if self._earlier_curve:
             return f + (self.anchor_factor - f) * 0.5 * (1 + math.cos(math.pi * self._progress(step)))
         return f + (1.0 - f) * 0.5 * (1 + math.cos(math.pi * self.phase(step)))
+
+    @property
+    def _earlier_curve(self) -> bool:
+        """Re-shaped by a version before the phase existed (a half-cosine from ``anchor_factor``)."""
+        return self.anchor_step >= 0 and self.anchor_phase < 0
 
     def _progress(self, step: int) -> float:
         """Share of the cosine part from its anchor to the end done at ``step``, in ``[0, 1]``."""
@@ -148,8 +153,8 @@ class WarmupSchedule:
 
     def phase(self, step: int) -> float:
         """The cosine's phase ``p`` at ``step`` (0 at the end of the warm-up, 1 at the end)."""
-        if self.anchor_step >= 0 and self.anchor_phase < 0:
-            # An earlier version's curve: the phase of the cosine through its current factor.
+        if self._earlier_curve:
+            # The phase of the cosine through that curve's current factor.
             f = self.final_factor
             if f >= 1.0:
                 return self._progress(step)

@@ -188,9 +188,7 @@ def restore(tr: Trainer, ckpt: dict[str, Any] | None, path: Path | None) -> Lamb
     tr.labels_shifted = bool(ckpt.get("labels_shifted", False))
     if ckpt.get("whole_images", False) and not tr.whole_images:
         # The run had moved to whole canvases (train.whole_images_at): so does its continuation.
-        tr.whole_images = True
-        tr.cfg.augment.crop_size = None
-        tr.rebuild_train_loader()
+        tr.drop_windows()
     tr.guard.accept()  # the restored BatchNorm statistics are the restore point
     saved_spe = int(ckpt.get("steps_per_epoch", tr.steps_per_epoch))
     if saved_spe != tr.steps_per_epoch:

@@ -426,15 +426,20 @@ class Trainer:
         size is dropped from the augmentation settings and the loader's workers are rebuilt; the time
         budget re-measures the (slower) steps from here."""
         crop = self.cfg.augment.crop_size
-        self.cfg.augment.crop_size = None
-        self.whole_images = True
-        self.rebuild_train_loader()
+        self.drop_windows()
         self.budget.steps_changed()
         if self.dist.is_main:
             logger.info("train.whole_images_at: whole %d px canvases instead of %s px windows from step %d "
                         "(epoch %d)", self.cfg.data.input_size, crop, self.step, self.epoch)
             self.metrics.log("whole_images", self.step, self.epoch, {"crop_size_before": float(crop or 0)})
             save_config(self.cfg, self.run_dir / "config.yaml")
+
+    def drop_windows(self) -> None:
+        """Train on whole canvases from now on (``augment.crop_size`` dropped, loader workers rebuilt);
+        :meth:`use_whole_images` mid-run, the checkpoint restore on ``--resume``."""
+        self.cfg.augment.crop_size = None
+        self.whole_images = True
+        self.rebuild_train_loader()
 
     def _due_for_validation(self) -> bool:
         every = max(1, self.cfg.train.val_every)

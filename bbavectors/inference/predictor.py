@@ -46,7 +46,7 @@ from ..data.letterbox import letterbox_image, normalize_images
 from ..decode import decode_detections, decode_topk, select_detections
 from ..models.fusion import count_batch_norms, fuse_conv_bn
 from ..runtime import AMP_MODES, INFERENCE_AMP_MODES, autocast_context, resolve_device, resolve_inference_amp
-from .tta import apply_view, merge_view_outputs, views_for
+from .tta import apply_view, check_grid, merge_view_outputs, views_for
 
 __all__ = [
     "AMP_MODES",
@@ -266,10 +266,8 @@ class Predictor:
         self.num_parameters = (sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module)
                                else 0)
         self.grid_offset = float(getattr(model, "grid_offset", cfg.model.grid_offset))
-        if len(self.views) > 1 and self.grid_offset % self.down_ratio:
-            raise ValueError(f"tta={tta!r} needs the original output grid; this model's is offset by "
-                             f"{self.grid_offset} px (model.align_grid): flipped views' cells would not fall "
-                             "on its cells")
+        if len(self.views) > 1:
+            check_grid(self.grid_offset, self.down_ratio)  # at construction, not at the first batch
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
             if fuse_batch_norm and count_batch_norms(model):

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from ..probiou import covariance_rectangle, tlrb_gaussian
 
-__all__ = ["TTA_MODES", "View", "views_for", "apply_view", "view_back", "merge_view_outputs"]
+__all__ = ["TTA_MODES", "View", "views_for", "apply_view", "view_back", "check_grid", "merge_view_outputs"]
 
 #: ``"none"``: the input as it is; ``"flips"``: 4 views; ``"dihedral"``: 8 views (module docstring).
 TTA_MODES = ("none", "flips", "dihedral")
@@ -113,6 +113,15 @@ def view_back(maps: Tensor, view: View) -> Tensor:
     return maps
 
 
+def check_grid(grid_offset: float, down_ratio: int) -> None:
+    """Raise ValueError unless the output grid maps onto itself under the views (grid offset a
+    multiple of ``down_ratio``: the original grid; ``model.align_grid``'s 1.5 px is not)."""
+    if grid_offset % down_ratio:
+        raise ValueError(f"test-time augmentation needs the original output grid (grid offset 0), got grid "
+                         f"offset {grid_offset} px (model.align_grid): a flipped view's cells would not "
+                         "fall on the original cells")
+
+
 def _cell_grid(h: int, w: int, like: Tensor) -> Tensor:
     """``(1, 2, h, w)``: each cell's column and row."""
     ys, xs = torch.meshgrid(torch.arange(h, device=like.device, dtype=torch.float32),
@@ -169,10 +178,8 @@ def merge_view_outputs(per_view: list[dict[str, Tensor]], views: tuple[View, ...
     """
     if not per_view or len(per_view) != len(views):
         raise ValueError(f"need one output per view, got {len(per_view)} outputs for {len(views)} views")
-    if len(views) > 1 and grid_offset % down_ratio:
-        raise ValueError(f"test-time augmentation needs the original output grid (grid offset 0), got grid "
-                         f"offset {grid_offset} px (model.align_grid): a flipped view's cells would not "
-                         "fall on the original cells")
+    if len(views) > 1:
+        check_grid(grid_offset, down_ratio)
     parts = [_view_parts(o, v, down_ratio, grid_offset) for o, v in zip(per_view, views)]
     avg = {k: torch.stack([p[k] for p in parts]).mean(0) for k in parts[0]}
     b, _, h, w = avg["prob"].shape
