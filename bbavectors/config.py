@@ -78,6 +78,12 @@ class ModelConfig:
     #: ``j`` covers input pixels ``[4j - 1.5, 4j + 2.5)`` (centred on its receptive field) instead of
     #: the original's ``[4j, 4j + 4)``. False = the original BBAVectors (and every older checkpoint).
     align_grid: bool = False
+    #: A fifth head, ``angle``: the long side's direction as ``(cos 2 phi, sin 2 phi)`` (docs/model.md,
+    #: "The angle head"). Rotated boxes are then decoded as rectangles along that direction, sized by
+    #: the vectors' Gaussian: the vectors' own angle is a ratio of their components, loose for a small
+    #: object whose vectors are a cell or two long; the angle head's error does not depend on size.
+    #: False = the original four heads (and every older checkpoint).
+    angle_head: bool = False
 
     @property
     def down_ratio(self) -> int:
@@ -188,6 +194,8 @@ class LossConfig:
     cls_theta_weight: float = 1.0
     #: Weight of the ProbIoU box loss (bbavectors.losses; 0 = the original BBAVectors loss).
     probiou_weight: float = 0.0
+    #: Weight of the angle head's L1 loss on ``(cos 2 phi, sin 2 phi)`` (only with ``model.angle_head``).
+    angle_weight: float = 1.0
     #: Cells up to this many cells from an object's centre cell (a (2r+1)^2 square) also learn its box,
     #: weighted by the heatmap target there (0 = the centre cell only, the original): the decoded peak
     #: often lands next to the centre cell.
@@ -397,7 +405,7 @@ def validate_config(cfg: Config) -> Config:
     _check(_positive_number(tg.box_gaussian_scale),
            f"targets.box_gaussian_scale must be a positive number, got {tg.box_gaussian_scale}")
     for key in ("hm_weight", "wh_weight", "reg_weight", "cls_theta_weight", "probiou_weight",
-                "smooth_l1_beta"):
+                "angle_weight", "smooth_l1_beta"):
         value = getattr(cfg.loss, key)
         _check(math.isfinite(value) and value >= 0, f"loss.{key} must be a number >= 0, got {value}")
     radius = cfg.loss.regress_radius

@@ -15,6 +15,9 @@ Steps (``d = down_ratio``):
 5. with ``rectangles`` (``decode.rectangles``), the rotated boxes' vectors are first replaced by
    the rectangle with the same Gaussian (:func:`bbavectors.probiou.gaussian_rectangle`: the
    quantity the ProbIoU loss trains; the raw vectors may form a diamond);
+   With an angle head (an ``angle`` output, ``model.angle_head``) the rotated boxes are instead
+   the rectangle along the head's direction with the vectors' Gaussian spread along and across it,
+   centred on the Gaussian's mean (:func:`bbavectors.probiou.direction_rectangle`);
 6. corners ``tl = c + t + l``, ``tr = c + t + r``, ``br = c + b + r``, ``bl = c + b + l``
    (:func:`bbavectors.geometry.tlrb_to_poly`).
 
@@ -33,7 +36,7 @@ from torch import Tensor
 
 from .config import DOWN_RATIO, DecodeConfig
 from .geometry import rotated_nms_per_class, tlrb_to_poly
-from .probiou import gaussian_rectangle
+from .probiou import direction_rectangle, gaussian_rectangle, tlrb_gaussian
 
 __all__ = ["decode_topk", "decode_detections", "select_detections", "peak_logits", "horizontal_vectors"]
 
@@ -70,7 +73,7 @@ def decode_topk(
 
     Args:
         outputs: head logits ``hm (B, C, h, w)``, ``wh (B, 10, h, w)``, ``reg (B, 2, h, w)``,
-            ``cls_theta (B, 1, h, w)``.
+            ``cls_theta (B, 1, h, w)``, optionally ``angle (B, 2, h, w)`` (step 5).
         top_k: ``K``, detections per image.
         cls_theta_thresh: sigmoid(cls_theta) above which the vectors are used.
         down_ratio: output stride.
@@ -107,7 +110,12 @@ def decode_topk(
     rotated_vecs = wh[..., :8].reshape(b, top_k, 4, 2) * down_ratio
     level_vecs = horizontal_vectors(wh[..., 8:10] * down_ratio)
     use_vectors = torch.sigmoid(theta) > cls_theta_thresh
-    if rectangles:
+    if "angle" in outputs:
+        direction = _gather_channels(outputs["angle"].float(), pix)
+        rotated_centre, cov = tlrb_gaussian(centre, rotated_vecs)
+        rotated_vecs = direction_rectangle(cov, direction)
+        centre = torch.where(use_vectors[..., None], rotated_centre, centre)
+    elif rectangles:
         rotated_centre, rotated_vecs = gaussian_rectangle(centre, rotated_vecs)
         centre = torch.where(use_vectors[..., None], rotated_centre, centre)
     vecs = torch.where(use_vectors[..., None, None], rotated_vecs, level_vecs)

@@ -55,6 +55,14 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   detection's score, then estimates how well its box fits, so that AP ranks tight boxes first; the
   original trains every peak to 1 whatever its box.
 
+* ``L_angle`` (only when the outputs hold an ``angle`` map, ``model.angle_head``; weight
+  ``angle_weight``): plain L1 between the ``(cos 2 phi, sin 2 phi)`` predicted at the regression
+  slots and the long axis of the target box (:func:`bbavectors.probiou.covariance_direction` of
+  the target vectors' Gaussian, so no labelling enters), same weights and normalisation as
+  ``L_wh``; slots whose target is a square (no long axis) weigh 0. Its error is an angle, the same
+  for a 10 px ship as for a 100 px one, where a vector's error in cells is a small ship's angle
+  error times its (short) length. Logged as 0 without the head.
+
 Everything is computed in float32 whatever the autocast dtype of the outputs.
 """
 
@@ -65,7 +73,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LossConfig
-from .probiou import hellinger_distance, tlrb_gaussian
+from .probiou import covariance_direction, hellinger_distance, tlrb_gaussian
 
 __all__ = [
     "BBAVLoss",
@@ -75,6 +83,7 @@ __all__ = [
     "cyclic_vector_smooth_l1",
     "masked_bce",
     "masked_probiou_distance",
+    "angle_targets",
     "probiou_distances",
     "slot_mean",
     "centre_quality_map",
@@ -261,6 +270,23 @@ def masked_probiou_distance(
     return slot_mean(probiou_distances(pred_reg, pred_wh, target_reg, target_wh, mask), mask)
 
 
+def angle_targets(target_wh: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The angle head's targets and weights from the target vectors (module docstring, ``L_angle``).
+
+    Args:
+        target_wh: ``(B, K, 10)`` (channels 0-7, the ``t, r, b, l`` vectors, are used); mask:
+            ``(B, K)`` bool or float weights.
+    Returns:
+        ``direction (B, K, 2)`` ``(cos 2 phi, sin 2 phi)`` of each target's long side and ``weight
+        (B, K)`` float32: ``mask``, 0 where the target is a square.
+    """
+    b, k, _ = target_wh.shape
+    vectors = target_wh[..., :8].float().reshape(b, k, 4, 2)
+    _, cov = tlrb_gaussian(vectors.new_zeros(b, k, 2), vectors)
+    direction, defined = covariance_direction(cov)
+    return direction, mask.float() * defined.float()
+
+
 def slot_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of per-slot values over valid slots.
 
@@ -296,9 +322,11 @@ class BBAVLoss(nn.Module):
 
     ``forward(outputs, targets)``: ``outputs`` are the model's logits
     (``hm (B, C, h, w)``, ``wh (B, 10, h, w)``, ``reg (B, 2, h, w)``, ``cls_theta (B, 1, h, w)``),
-    ``targets`` the dict of :func:`bbavectors.targets.encode_targets` (``hm_ignore`` optional).
+    optionally ``angle (B, 2, h, w)``), ``targets`` the dict of
+    :func:`bbavectors.targets.encode_targets` (``hm_ignore`` optional).
     Returns ``(total, parts)``: the weighted scalar and the **unweighted** parts
-    ``{"hm", "wh", "reg", "cls_theta", "probiou"}`` (scalars, still attached to the graph).
+    ``{"hm", "wh", "reg", "cls_theta", "probiou", "angle"}`` (scalars, still attached to the graph;
+    ``angle`` is 0 without an angle map).
     """
 
     def __init__(self, cfg: LossConfig) -> None:
@@ -334,6 +362,7 @@ class BBAVLoss(nn.Module):
             "reg": masked_smooth_l1(pred_reg, slots["reg"], mask, cfg.smooth_l1_beta),
             "cls_theta": masked_bce(gather_at_centres(outputs["cls_theta"], ind), slots["cls_theta"], mask),
             "probiou": slot_mean(distances, mask),
+            "angle": self._angle_loss(outputs, ind, slots["wh"], mask),
         }
         total = (
             cfg.hm_weight * parts["hm"]
@@ -341,5 +370,13 @@ class BBAVLoss(nn.Module):
             + cfg.reg_weight * parts["reg"]
             + cfg.cls_theta_weight * parts["cls_theta"]
             + cfg.probiou_weight * parts["probiou"]
+            + cfg.angle_weight * parts["angle"]
         )
         return total, parts
+
+    @staticmethod
+    def _angle_loss(outputs: dict[str, Tensor], ind: Tensor, target_wh: Tensor, mask: Tensor) -> Tensor:
+        if "angle" not in outputs:
+            return outputs["hm"].new_zeros((), dtype=torch.float32)
+        direction, weight = angle_targets(target_wh, mask)
+        return masked_smooth_l1(gather_at_centres(outputs["angle"], ind), direction, weight, beta=0.0)

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["VARIANCE_FLOOR", "tlrb_gaussian", "hellinger_distance", "gaussian_rectangle",
-           "covariance_rectangle"]
+           "covariance_rectangle", "covariance_direction", "direction_rectangle"]
 
 #: Added to both variances (squared units of the input): a collapsed prediction (all vectors 0,
 #: as at initialisation) keeps a finite log-determinant, hence a gradient that grows it back.
@@ -141,6 +141,66 @@ def covariance_rectangle(cov: Tensor) -> Tensor:
     sin_phi = torch.where(k < 0, -sin_phi, sin_phi)
     u = torch.stack([cos_phi, sin_phi], dim=-1)
     v = torch.stack([-sin_phi, cos_phi], dim=-1)
-    half_long = torch.sqrt(3 * big)[..., None]
-    half_short = torch.sqrt(3 * small)[..., None]
-    return torch.stack([-half_short * v, half_long * u, half_short * v, -half_long * u], dim=-2)
+    return _axes_vectors(u, v, torch.sqrt(3 * big), torch.sqrt(3 * small))
+
+
+def _axes_vectors(u: Tensor, v: Tensor, half_long: Tensor, half_short: Tensor) -> Tensor:
+    """``t = -B v``, ``r = A u``, ``b = B v``, ``l = -A u`` as ``(..., 4, 2)`` from the axes ``u, v``
+    ``(..., 2)`` and the half sides ``A, B`` ``(...)``."""
+    a, b = half_long[..., None], half_short[..., None]
+    return torch.stack([-b * v, a * u, b * v, -a * u], dim=-2)
+
+
+def covariance_direction(cov: Tensor) -> tuple[Tensor, Tensor]:
+    """The long axis of ``cov`` as the doubled-angle unit vector ``(cos 2 phi, sin 2 phi)``.
+
+    Doubling the angle makes the direction of an undirected axis continuous: ``phi`` and
+    ``phi + 180`` degrees are the same axis and the same ``2 phi`` (the angle head's target).
+    With ``cov = [[a, k], [k, d]]``: ``(cos 2 phi, sin 2 phi) = (a - d, 2 k) / (2 rho)``,
+    ``rho = sqrt(((a - d) / 2)^2 + k^2)`` (:func:`covariance_rectangle`). Worked example: a box 8
+    wide and 4 high turned by 30 degrees has ``2 phi = 60`` degrees: ``(0.5, 0.866)``.
+
+    Args:
+        cov: ``(..., 2, 2)`` symmetric positive semi-definite.
+    Returns:
+        ``direction (..., 2)`` (``(1, 0)`` where the axis is undefined) and ``defined (...)`` bool:
+        False for an isotropic ``cov`` (a square's axis is any).
+    """
+    a, d, k = cov[..., 0, 0], cov[..., 1, 1], cov[..., 0, 1]
+    half_diff = (a - d) / 2
+    rho = torch.sqrt(half_diff * half_diff + k * k)
+    defined = rho > 1e-6 * (a + d).abs().clamp_min(1e-12)
+    safe = rho.clamp_min(1e-12)
+    direction = torch.stack([torch.where(defined, half_diff / safe, torch.ones_like(rho)),
+                             torch.where(defined, k / safe, torch.zeros_like(rho))], dim=-1)
+    return direction, defined
+
+
+def direction_rectangle(cov: Tensor, direction: Tensor) -> Tensor:
+    """The rectangle along a given axis with the second moments of ``cov`` along it, as ``t, r, b,
+    l`` vectors centred at the origin (the angle head's decode, :mod:`bbavectors.decode`).
+
+    ``direction`` ``(c, s)`` is any non-zero multiple of ``(cos 2 phi, sin 2 phi)``; the axes are
+    ``u = (cos phi, sin phi)``, ``v = (-sin phi, cos phi)`` (closed form, sqrt and where only, so it
+    exports to ONNX) and the half sides ``A = sqrt(3 u^T cov u)``, ``B = sqrt(3 v^T cov v)``: a
+    rectangle's own covariance with its own direction gives that rectangle back, and a direction
+    off the Gaussian's axis gives the rectangle whose sides have the Gaussian's spread along it. A
+    zero direction reads as ``phi = 0``.
+
+    Args:
+        cov: ``(..., 2, 2)`` symmetric positive semi-definite; direction: ``(..., 2)``.
+    Returns:
+        ``(..., 4, 2)`` vectors, in ``cov``'s dtype.
+    """
+    c, s = direction[..., 0], direction[..., 1]
+    norm = torch.sqrt(c * c + s * s)
+    cos_2phi = torch.where(norm > 1e-12, c / norm.clamp_min(1e-12), torch.ones_like(norm))
+    cos_phi = torch.sqrt(((1 + cos_2phi) / 2).clamp_min(0.0))
+    sin_phi = torch.sqrt(((1 - cos_2phi) / 2).clamp_min(0.0))
+    sin_phi = torch.where(s < 0, -sin_phi, sin_phi)
+    u = torch.stack([cos_phi, sin_phi], dim=-1)
+    v = torch.stack([-sin_phi, cos_phi], dim=-1)
+    along = (u[..., :, None] * cov * u[..., None, :]).sum((-2, -1))
+    across = (v[..., :, None] * cov * v[..., None, :]).sum((-2, -1))
+    half_long = torch.sqrt((3 * along).clamp_min(0.0))
+    return _axes_vectors(u, v, half_long, torch.sqrt((3 * across).clamp_min(0.0)))

@@ -19,6 +19,7 @@ from DOTA_devkit import geometry as np_geo
 from .config import DOWN_RATIO, TargetConfig
 from .decode import decode_topk
 from .geometry import poly_to_obb
+from .losses import angle_targets
 from .targets import encode_targets
 
 __all__ = ["ideal_outputs", "horizontal_band_halfwidth", "roundtrip_polygons"]
@@ -26,19 +27,22 @@ __all__ = ["ideal_outputs", "horizontal_band_halfwidth", "roundtrip_polygons"]
 FloatArray = NDArray[np.float64]
 
 
-def ideal_outputs(targets: dict[str, Tensor], logit_clamp: float = 20.0) -> dict[str, Tensor]:
+def ideal_outputs(targets: dict[str, Tensor], logit_clamp: float = 20.0, angle: bool = False
+                  ) -> dict[str, Tensor]:
     """The head logits a perfect network would produce for these targets (round-trip checks).
 
     ``hm`` = logit of the target heatmap clipped to ``+-logit_clamp`` (its only 3x3 maxima with a
     non-negligible score are the positive centres: each Gaussian strictly decreases away from its
     centre and overlaps take the max); ``wh``, ``reg`` written at the centres of valid slots
     (zero elsewhere); ``cls_theta`` = ``+-logit_clamp`` from the target. Two objects sharing a
-    centre cell share one prediction (the later slot wins).
+    centre cell share one prediction (the later slot wins). With ``angle``, also the angle head's
+    map: each target's long side as ``(cos 2 phi, sin 2 phi)`` (:func:`bbavectors.losses.angle_targets`).
 
     Args:
         targets: the dict of :func:`bbavectors.targets.encode_targets`.
     Returns:
-        ``{"hm": (B, C, h, w), "wh": (B, 10, h, w), "reg": (B, 2, h, w), "cls_theta": (B, 1, h, w)}``.
+        ``{"hm": (B, C, h, w), "wh": (B, 10, h, w), "reg": (B, 2, h, w), "cls_theta": (B, 1, h, w)}``
+        and, with ``angle``, ``"angle": (B, 2, h, w)``.
     """
     hm = targets["hm"]
     b, _, h, w = hm.shape
@@ -52,12 +56,15 @@ def ideal_outputs(targets: dict[str, Tensor], logit_clamp: float = 20.0) -> dict
         return out.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
 
     theta = torch.where(targets["cls_theta"] > 0.5, logit_clamp, -logit_clamp)
-    return {
+    outputs = {
         "hm": torch.logit(hm).clamp(-logit_clamp, logit_clamp),
         "wh": at_centres(targets["wh"], 0.0),
         "reg": at_centres(targets["reg"], 0.0),
         "cls_theta": at_centres(theta, -logit_clamp),
     }
+    if angle:
+        outputs["angle"] = at_centres(angle_targets(targets["wh"], mask)[0], 0.0)
+    return outputs
 
 
 
@@ -85,6 +92,7 @@ def roundtrip_polygons(
     edit_targets: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
     retries: int = 2,
     grid_offset: float = 0.0,
+    angle: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
     """Encode -> ideal logits (:func:`ideal_outputs`) -> :func:`decode_topk`.
 
@@ -102,6 +110,7 @@ def roundtrip_polygons(
         edit_targets: optional change applied to the targets before the ideal logits (used by the
             tests to break the encoding on purpose).
         grid_offset: the grid offset given to the encoder and the decoder (``model.grid_offset``).
+        angle: decode with a perfect angle head too (``model.angle_head``).
     Returns:
         ``(decoded, encoded)``: ``(N, 8)`` each, in the input polygons' coordinates: the decoded
         polygons (NaN rows for objects that got no detection) and the rectangles that were
@@ -144,8 +153,8 @@ def roundtrip_polygons(
                        - grid_offset)
         if edit_targets is not None:
             targets = edit_targets(targets)
-        decoded, scores, _ = decode_topk(ideal_outputs(targets), n + 8, cls_theta_thresh, down_ratio,
-                                         grid_offset=grid_offset)
+        decoded, scores, _ = decode_topk(ideal_outputs(targets, angle=angle), n + 8, cls_theta_thresh,
+                                         down_ratio, grid_offset=grid_offset)
         found = decoded[0][scores[0] > 0.5].double()
         dist = torch.cdist(found.view(-1, 4, 2).mean(1), true_centre.double())
         best_dist, owner = dist.min(dim=1) if len(found) else (dist.new_zeros(0), dist.new_zeros(0).long())
@@ -160,7 +169,7 @@ def roundtrip_polygons(
     if lost.any() and retries > 0:
         again = roundtrip_polygons(
             polys[lost], cfg, cls_theta_thresh, down_ratio, spacing, per_image, seed + 1, edit_targets,
-            retries - 1, grid_offset,
+            retries - 1, grid_offset, angle,
         )
         out[lost], encoded[lost] = again
     return out, encoded

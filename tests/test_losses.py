@@ -203,7 +203,7 @@ def test_box_loss_is_a_mean_over_objects() -> None:
 def test_bbavloss_ideal_outputs_give_near_zero_box_losses() -> None:
     t, out = _targets_and_outputs()
     total, parts = BBAVLoss(LossConfig())(out, t)
-    assert set(parts) == {"hm", "wh", "reg", "cls_theta", "probiou"}
+    assert set(parts) == {"hm", "wh", "reg", "cls_theta", "probiou", "angle"}
     assert float(parts["wh"]) == 0.0 and float(parts["reg"]) == 0.0
     assert float(parts["probiou"]) < 1e-5
     assert float(parts["cls_theta"]) < 1e-8

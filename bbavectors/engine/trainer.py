@@ -102,7 +102,7 @@ logger = logging.getLogger(__name__)
 #: Mid-run label-shift passes tried at most (each one that finds too few pairs is retried the next epoch).
 LABEL_SHIFT_TRIES = 3
 
-LOSS_PARTS: tuple[str, ...] = ("hm", "wh", "reg", "cls_theta", "probiou")
+LOSS_PARTS: tuple[str, ...] = ("hm", "wh", "reg", "cls_theta", "probiou", "angle")
 #: Events passed to the ``hook`` callable.
 HOOK_EVENTS: tuple[str, ...] = ("step", "epoch", "validation", "checkpoint")
 

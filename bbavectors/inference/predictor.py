@@ -169,7 +169,7 @@ class Predictor:
 
     Args:
         model: CTRBOX-like module: ``forward((B, 3, H, W) float) -> {"hm", "wh", "reg", "cls_theta"}``
-            logits at stride ``cfg.model.down_ratio``. Put in eval mode and moved to ``device`` here.
+            (and ``"angle"`` with the angle head) logits at stride ``cfg.model.down_ratio``. Put in eval mode and moved to ``device`` here.
             Or an :class:`OnnxBackend` (CPU, float32).
         cfg: the run's config (``data.input_size``, ``data.mean``/``std``, ``decode``, ``model.down_ratio``).
         classes: class names, index = heatmap channel.
@@ -362,7 +362,8 @@ class Predictor:
 
         Returns:
             float32 logits ``{"hm": (B, C, h, w), "wh": (B, 10, h, w), "reg": (B, 2, h, w),
-            "cls_theta": (B, 1, h, w)}``, ``h = ceil(H / 4)``.
+            "cls_theta": (B, 1, h, w)}`` (and ``"angle": (B, 2, h, w)`` with the angle head),
+            ``h = ceil(H / 4)``.
         Raises:
             TypeError: the backend is an ONNX graph (its outputs are decoded already).
             ValueError: test-time augmentation on a non-square input or one whose side is not a

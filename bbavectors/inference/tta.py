@@ -25,10 +25,13 @@ view is ``p' = A p + s`` with ``A`` a signed permutation matrix. Per output cell
 * vectors: as the Gaussian of their parallelogram (:func:`bbavectors.probiou.tlrb_gaussian`: mean
   offset ``m`` and covariance ``C``), which does not depend on how the four vectors are labelled
   (a flip reverses their order): ``m = A^T m'``, ``C = A^T C' A``;
-* external box ``(w, h)``: swapped by an odd number of quarter turns; ``cls_theta`` as it is.
+* external box ``(w, h)``: swapped by an odd number of quarter turns; ``cls_theta`` as it is;
+* the angle head's ``(c, s) = (cos 2 phi, sin 2 phi)`` (``model.angle_head``), as the symmetric
+  matrix ``[[c, s], [s, -c]]`` (``2 u u^T - I`` for the axis ``u``), mapped like ``C``.
 
 **Averaging and the merged outputs.** Probabilities, centres, ``m``, ``C``, external boxes and
-``cls_theta`` logits are averaged over the views, and written back as ordinary head outputs: ``hm``
+``cls_theta`` logits (and angle directions) are averaged over the views, and written back as ordinary
+head outputs: ``hm``
 the logit of the mean probability, ``reg`` the mean centre's offset, ``wh[0:8]`` the rectangle of
 the mean covariance (:func:`bbavectors.probiou.covariance_rectangle`) with ``m / 2`` added to each
 vector (which moves the box's centre by ``m``), ``wh[8:10]`` the mean external box. Any decoder
@@ -157,7 +160,17 @@ def _view_parts(outputs: dict[str, Tensor], view: View, down_ratio: int, grid_of
         ext = ext.flip(1)
     parts = {"prob": torch.sigmoid(hm), "centre": centre, "mean": mean, "cov": cov_maps, "ext": ext,
              "theta": outputs["cls_theta"].float()}
+    if "angle" in outputs:
+        parts["angle"] = _direction_back(outputs["angle"].float(), a_inv)
     return {k: view_back(v, view) for k, v in parts.items()}
+
+
+def _direction_back(direction: Tensor, a_inv: Tensor) -> Tensor:
+    """A view's ``(B, 2, h, w)`` ``(cos 2 phi, sin 2 phi)`` maps in the original image's frame."""
+    c, s = direction[:, 0], direction[:, 1]
+    m = torch.stack([torch.stack([c, s], -1), torch.stack([s, -c], -1)], -2)  # (B, h, w, 2, 2)
+    m = a_inv @ m @ a_inv.t()
+    return torch.stack([m[..., 0, 0], m[..., 0, 1]], dim=1)
 
 
 def merge_view_outputs(per_view: list[dict[str, Tensor]], views: tuple[View, ...], down_ratio: int,
@@ -166,7 +179,8 @@ def merge_view_outputs(per_view: list[dict[str, Tensor]], views: tuple[View, ...
 
     Args:
         per_view: one dict of logits per view (``hm (B, C, h, w)``, ``wh (B, 10, h, w)``,
-            ``reg (B, 2, h, w)``, ``cls_theta (B, 1, h, w)``), each computed on :func:`apply_view` of
+            ``reg (B, 2, h, w)``, ``cls_theta (B, 1, h, w)``, optionally ``angle (B, 2, h, w)``), each
+            computed on :func:`apply_view` of
             the same ``(B, 3, S, S)`` batch with ``S = h * down_ratio``.
         views: the views, in the same order.
         down_ratio: output stride ``d``; grid_offset: the model's grid offset ``o`` (input pixels).
@@ -191,9 +205,12 @@ def merge_view_outputs(per_view: list[dict[str, Tensor]], views: tuple[View, ...
     rectangle = covariance_rectangle(cov_matrix)  # (B, h, w, 4, 2)
     rectangle = rectangle + avg["mean"].permute(0, 2, 3, 1)[..., None, :] / 2
     vectors = rectangle.reshape(b, h, w, 8).permute(0, 3, 1, 2)
-    return {
+    merged = {
         "hm": torch.log(prob) - torch.log1p(-prob),
         "wh": torch.cat([vectors, avg["ext"]], dim=1),
         "reg": reg,
         "cls_theta": avg["theta"],
     }
+    if "angle" in avg:
+        merged["angle"] = avg["angle"]
+    return merged

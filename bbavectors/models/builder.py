@@ -22,7 +22,7 @@ def build_model(cfg: Config, num_classes: int) -> CTRBOX:
         m.backbone, pretrained=m.pretrained, trainable_layers=m.trainable_layers, frozen_bn=m.frozen_bn
     )
     decoder = Decoder(backbone.channels, corner_aligned=m.align_grid, min_channels=m.decoder_min_channels)
-    heads = Heads(decoder.out_channels, num_classes, m.head_width)
+    heads = Heads(decoder.out_channels, num_classes, m.head_width, angle=m.angle_head)
     model = CTRBOX(backbone, decoder, heads, grid_offset=m.grid_offset)
     logger.info(
         "CTRBOX %s: trunk channels %s, decoder output %d, head width %d, %d classes, %.2fM parameters",

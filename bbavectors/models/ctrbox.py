@@ -18,6 +18,7 @@ class CTRBOX(nn.Module):
 
     ``forward(x)``: ``x`` is ``(B, 3, H, W)``, normalised; returns logits
     ``{"hm": (B, num_classes, h, w), "wh": (B, 10, h, w), "reg": (B, 2, h, w), "cls_theta": (B, 1, h, w)}``
+    (and ``"angle": (B, 2, h, w)`` when the heads have the angle head, ``model.angle_head``)
     with ``h = ceil(H / 4)``, ``w = ceil(W / 4)``: 608x608 gives 152x152, 600x800 gives 150x200.
 
     ``down_ratio`` is that output stride, :data:`bbavectors.config.DOWN_RATIO`.
