@@ -196,6 +196,11 @@ class LossConfig:
     probiou_weight: float = 0.0
     #: Weight of the angle head's L1 loss on ``(cos 2 phi, sin 2 phi)`` (only with ``model.angle_head``).
     angle_weight: float = 1.0
+    #: With ``model.angle_head``: the ProbIoU term compares the box as it is decoded (the rectangle
+    #: along the angle head's direction, :func:`bbavectors.probiou.direction_covariance`) with the
+    #: target, so the vectors and the angle head learn the decoded box together; False: the
+    #: vectors' own parallelogram, as without the head.
+    angle_probiou: bool = False
     #: Cells up to this many cells from an object's centre cell (a (2r+1)^2 square) also learn its box,
     #: weighted by the heatmap target there (0 = the centre cell only, the original): the decoded peak
     #: often lands next to the centre cell.
@@ -408,6 +413,8 @@ def validate_config(cfg: Config) -> Config:
                 "angle_weight", "smooth_l1_beta"):
         value = getattr(cfg.loss, key)
         _check(math.isfinite(value) and value >= 0, f"loss.{key} must be a number >= 0, got {value}")
+    _check(not cfg.loss.angle_probiou or m.angle_head,
+           "loss.angle_probiou needs model.angle_head: without it there is no angle to decode the box with")
     radius = cfg.loss.regress_radius
     _check(isinstance(radius, int) and not isinstance(radius, bool) and 0 <= radius <= 3,
            f"loss.regress_radius must be an integer in 0..3, got {cfg.loss.regress_radius!r}")

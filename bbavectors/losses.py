@@ -61,7 +61,9 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   the target vectors' Gaussian, so no labelling enters), same weights and normalisation as
   ``L_wh``; slots whose target is a square (no long axis) weigh 0. Its error is an angle, the same
   for a 10 px ship as for a 100 px one, where a vector's error in cells is a small ship's angle
-  error times its (short) length. Logged as 0 without the head.
+  error times its (short) length. Logged as 0 without the head. With ``angle_probiou`` the
+  ``probiou`` term compares the box as the decoder builds it with the head (the rectangle along its
+  direction, :func:`bbavectors.probiou.direction_covariance`) instead of the vectors' parallelogram.
 
 Everything is computed in float32 whatever the autocast dtype of the outputs.
 """
@@ -73,7 +75,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LossConfig
-from .probiou import covariance_direction, hellinger_distance, tlrb_gaussian
+from .probiou import covariance_direction, direction_covariance, hellinger_distance, tlrb_gaussian
 
 __all__ = [
     "BBAVLoss",
@@ -239,7 +241,8 @@ def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 def probiou_distances(
-    pred_reg: Tensor, pred_wh: Tensor, target_reg: Tensor, target_wh: Tensor, mask: Tensor
+    pred_reg: Tensor, pred_wh: Tensor, target_reg: Tensor, target_wh: Tensor, mask: Tensor,
+    pred_angle: Tensor | None = None,
 ) -> Tensor:
     """Hellinger distance between the predicted and the target decoded box of every slot.
 
@@ -248,11 +251,15 @@ def probiou_distances(
     Args:
         pred_reg, target_reg: ``(B, K, 2)``; pred_wh, target_wh: ``(B, K, 10)`` (only the ``t, r, b, l``
             vectors, channels 0-7, are used); mask: ``(B, K)`` bool or float weights.
+        pred_angle: ``(B, K, 2)`` the angle head's directions (``loss.angle_probiou``): the predicted
+            box is then the rectangle the decoder builds along them; None: the vectors' parallelogram.
     Returns:
         ``(B, K)`` in ``[0, 1]``, exactly 0 at invalid slots (mask 0).
     """
     b, k, _ = pred_wh.shape
     mean_p, cov_p = tlrb_gaussian(pred_reg.float(), pred_wh[..., :8].float().reshape(b, k, 4, 2))
+    if pred_angle is not None:
+        cov_p = direction_covariance(cov_p, pred_angle.float())
     mean_t, cov_t = tlrb_gaussian(target_reg.float(), target_wh[..., :8].float().reshape(b, k, 4, 2))
     # Only valid slots enter the formula (unused slots hold zeros: a degenerate box).
     distance = hellinger_distance(mean_p, cov_p, mean_t, cov_t)
@@ -345,7 +352,9 @@ class BBAVLoss(nn.Module):
             slots, ind, mask = targets, targets["ind"], targets["mask"]
         pred_wh = gather_at_centres(outputs["wh"], ind)
         pred_reg = gather_at_centres(outputs["reg"], ind)
-        distances = probiou_distances(pred_reg, pred_wh, slots["reg"], slots["wh"], mask)
+        pred_angle = (gather_at_centres(outputs["angle"], ind) if cfg.angle_probiou and "angle" in outputs
+                      else None)
+        distances = probiou_distances(pred_reg, pred_wh, slots["reg"], slots["wh"], mask, pred_angle)
         quality = None
         if cfg.hm_quality:
             # The centre slots come first (neighbour_slots keeps their order).

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["VARIANCE_FLOOR", "tlrb_gaussian", "hellinger_distance", "gaussian_rectangle",
-           "covariance_rectangle", "covariance_direction", "direction_rectangle"]
+           "covariance_rectangle", "covariance_direction", "direction_rectangle", "direction_covariance"]
 
 #: Added to both variances (squared units of the input): a collapsed prediction (all vectors 0,
 #: as at initialisation) keeps a finite log-determinant, hence a gradient that grows it back.
@@ -204,3 +204,27 @@ def direction_rectangle(cov: Tensor, direction: Tensor) -> Tensor:
     across = (v[..., :, None] * cov * v[..., None, :]).sum((-2, -1))
     half_long = torch.sqrt((3 * along).clamp_min(0.0))
     return _axes_vectors(u, v, half_long, torch.sqrt((3 * across).clamp_min(0.0)))
+
+
+def direction_covariance(cov: Tensor, direction: Tensor) -> Tensor:
+    """The covariance of :func:`direction_rectangle`'s rectangle, differentiable in both arguments
+    (the angle head's box in the ProbIoU loss, ``loss.angle_probiou``).
+
+    With ``U = u u^T = [[1 + c, s], [s, 1 - c]] / 2`` for the normalised ``(c, s) = (cos 2 phi,
+    sin 2 phi)`` (no square roots of the angle, so the gradient is finite at every angle):
+    ``tr(cov U) U + tr(cov (I - U)) (I - U)``, ``cov`` with its spread kept along ``u`` and ``v`` and
+    its cross term in that frame dropped.
+
+    Args:
+        cov: ``(..., 2, 2)``; direction: ``(..., 2)``, not zero (a zero direction reads as ``phi = 0``).
+    Returns:
+        ``(..., 2, 2)``.
+    """
+    c, s = direction[..., 0], direction[..., 1]
+    norm = torch.sqrt(c * c + s * s + 1e-12)
+    c, s = c / norm, s / norm
+    along_u = torch.stack([torch.stack([1 + c, s], -1), torch.stack([s, 1 - c], -1)], -2) / 2
+    along_v = torch.eye(2, dtype=cov.dtype, device=cov.device) - along_u
+    spread_u = (cov * along_u).sum((-2, -1))
+    spread_v = (cov * along_v).sum((-2, -1))
+    return spread_u[..., None, None] * along_u + spread_v[..., None, None] * along_v

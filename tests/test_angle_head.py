@@ -25,7 +25,7 @@ from bbavectors.inference import tta as tta_mod
 from bbavectors.inference.tta import View, merge_view_outputs, views_for
 from bbavectors.losses import BBAVLoss, angle_targets
 from bbavectors.models.builder import build_model
-from bbavectors.probiou import covariance_direction, direction_rectangle, tlrb_gaussian
+from bbavectors.probiou import covariance_direction, direction_covariance, direction_rectangle, tlrb_gaussian
 from bbavectors.roundtrip import ideal_outputs, roundtrip_polygons
 from bbavectors.targets import encode_targets
 from DOTA_devkit.geometry import obb_to_poly, poly_iou_matrix
@@ -75,6 +75,22 @@ def test_direction_rectangle_turns_a_parallelogram_into_a_rectangle() -> None:
     assert torch.allclose((edges * edges.roll(-1, 0)).sum(1), torch.zeros(4), atol=1e-5)  # right angles
 
 
+@pytest.mark.parametrize("degrees", [0.0, 30.0, 90.0, 145.0])
+def test_direction_covariance_is_the_decoded_rectangles(degrees: float) -> None:
+    # A skewed parallelogram read along a direction: the covariance the loss uses is the one of the
+    # rectangle the decoder draws, and its gradient is finite at every angle (90 degrees included).
+    t, b = torch.tensor([0.7, -2.0]), torch.tensor([-0.7, 2.0])
+    vectors = torch.stack([t, torch.tensor([4.0, 0.3]), b, torch.tensor([-4.0, -0.3])])
+    _, cov = tlrb_gaussian(torch.zeros(2), vectors)
+    rad = math.radians(2 * degrees)
+    direction = torch.tensor([math.cos(rad), math.sin(rad)], requires_grad=True)
+    _, drawn = tlrb_gaussian(torch.zeros(2), direction_rectangle(cov, direction.detach()))
+    got = direction_covariance(cov, direction)
+    torch.testing.assert_close(got, drawn, atol=1e-5, rtol=1e-5)
+    got.sum().backward()
+    assert direction.grad is not None and torch.isfinite(direction.grad).all()
+
+
 def test_heads_and_builder() -> None:
     cfg = Config()
     cfg.model.backbone, cfg.model.head_width = "resnet18", 8
@@ -85,9 +101,12 @@ def test_heads_and_builder() -> None:
     assert out["angle"].shape == (1, 2, 16, 16)
 
 
-def test_angle_weight_is_checked() -> None:
+def test_angle_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="loss.angle_weight"):
         validate_config(apply_overrides(Config(), ["loss.angle_weight=-1"]))
+    with pytest.raises(ConfigError, match="needs model.angle_head"):
+        validate_config(apply_overrides(Config(), ["loss.angle_probiou=true"]))
+    validate_config(apply_overrides(Config(), ["loss.angle_probiou=true", "model.angle_head=true"]))
 
 
 def _one_box_targets(degrees: float) -> dict[str, torch.Tensor]:
@@ -117,6 +136,24 @@ def test_loss_hand_values() -> None:
     four = {k: v for k, v in outputs.items() if k != "angle"}
     total_four, parts_four = loss(four, targets)
     assert float(parts_four["angle"]) == 0.0 and float(total_four) == pytest.approx(float(total))
+
+
+def test_probiou_of_the_decoded_box() -> None:
+    # loss.angle_probiou: the ProbIoU term sees the head's angle (0 when right, larger when 10
+    # degrees off); without the option it sees the vectors only and does not move.
+    targets = _one_box_targets(25.0)
+    outputs = ideal_outputs(targets, angle=True)
+    turned = outputs["angle"].clone()
+    cell = turned.abs().sum(1) > 0
+    turned[:, 0][cell], turned[:, 1][cell] = math.cos(math.radians(70)), math.sin(math.radians(70))
+    with_angle, plain = BBAVLoss(LossConfig(angle_probiou=True)), BBAVLoss(LossConfig())
+    assert float(with_angle(outputs, targets)[1]["probiou"]) < 1e-4
+    off = float(with_angle(dict(outputs, angle=turned), targets)[1]["probiou"])
+    assert off > 0.05
+    assert float(plain(dict(outputs, angle=turned), targets)[1]["probiou"]) < 1e-4
+    angle = turned.clone().requires_grad_(True)
+    with_angle(dict(outputs, angle=angle), targets)[1]["probiou"].backward()
+    assert angle.grad is not None and float(angle.grad.abs().sum()) > 0
 
 
 def test_loss_gradient_reaches_the_head_only_at_the_centre() -> None:

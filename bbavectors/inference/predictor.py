@@ -169,7 +169,8 @@ class Predictor:
 
     Args:
         model: CTRBOX-like module: ``forward((B, 3, H, W) float) -> {"hm", "wh", "reg", "cls_theta"}``
-            (and ``"angle"`` with the angle head) logits at stride ``cfg.model.down_ratio``. Put in eval mode and moved to ``device`` here.
+            (and ``"angle"`` with the angle head) logits at stride ``cfg.model.down_ratio``. Put in eval
+            mode and moved to ``device`` here.
             Or an :class:`OnnxBackend` (CPU, float32).
         cfg: the run's config (``data.input_size``, ``data.mean``/``std``, ``decode``, ``model.down_ratio``).
         classes: class names, index = heatmap channel.
