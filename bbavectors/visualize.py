@@ -269,10 +269,11 @@ def visualize_task1(
 def visualize_checkpoint(
     images_dir: str | Path, checkpoint: str | Path, out_dir: str | Path, score_thresh: float = 0.3,
     device: str = "cpu", input_size: int | None = None, show_labels: bool = True,
-    image_ids: Sequence[str] | None = None,
+    image_ids: Sequence[str] | None = None, tta: str = "none",
 ) -> list[Path]:
     """Draw a checkpoint's predictions (:class:`~bbavectors.inference.predictor.Predictor`: letterbox,
     model, decode with NMS, original pixels); only detections scoring above ``score_thresh``.
+    ``tta``: the predictor's test-time augmentation (:data:`bbavectors.inference.tta.TTA_MODES`).
 
     Raises:
         CheckpointLoadError: the checkpoint is missing or not usable.
@@ -281,7 +282,8 @@ def visualize_checkpoint(
     from .inference.predictor import Predictor
 
     images = _list_images(images_dir, image_ids)
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=1, score_thresh=score_thresh)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=1, score_thresh=score_thresh,
+                                          tta=tta)
     if input_size is not None:
         predictor.cfg.data.input_size = int(input_size)
     def draw(image_id: str, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -295,27 +297,31 @@ def visualize_comparison(
     images_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, *, det_dir: str | Path | None = None,
     checkpoint: str | Path | None = None, score_thresh: float = 0.3, device: str = "cpu",
     classes: Sequence[str] | None = None, show_labels: bool = True, image_ids: Sequence[str] | None = None,
+    tta: str = "none",
 ) -> list[Path]:
     """Ground truth (left) beside predictions (right), one PNG per image that has a label file.
 
     The predictions are Task1 detections (``det_dir``) or a checkpoint's (``checkpoint``, through the
     :class:`~bbavectors.inference.predictor.Predictor`), scoring >= ``score_thresh``; each half is
     captioned with its box count. ``classes``: names and colours (default: the checkpoint's, else
-    the classes found).
+    the classes found). ``tta``: the checkpoint's test-time augmentation (as
+    :func:`visualize_checkpoint`).
 
     Raises:
-        ValueError: not exactly one of ``det_dir`` and ``checkpoint``.
+        ValueError: not exactly one of ``det_dir`` and ``checkpoint``, or ``tta`` with ``det_dir``.
         CheckpointLoadError, FileNotFoundError: as :func:`visualize_checkpoint` / :func:`visualize_labels`.
     """
     if (det_dir is None) == (checkpoint is None):
         raise ValueError("compare ground truth with exactly one of det_dir or checkpoint")
+    if tta != "none" and checkpoint is None:
+        raise ValueError("test-time augmentation applies to a checkpoint's predictions, not to det_dir")
     images = _list_images(images_dir, image_ids)
     predict: Any
     if checkpoint is not None:
         from .inference.predictor import Predictor
 
         predictor = Predictor.from_checkpoint(checkpoint, device=device, batch_size=1,
-                                              score_thresh=score_thresh)
+                                              score_thresh=score_thresh, tta=tta)
         classes = list(predictor.classes) if classes is None else classes
     parsed, names = _read_labels(images, labels_dir, classes)
     if checkpoint is not None:

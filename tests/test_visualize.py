@@ -14,6 +14,7 @@ from tool_loader import load_tool
 from bbavectors.checkpoint import save_checkpoint
 from bbavectors.config import AugmentConfig, Config, DecodeConfig, save_config
 from bbavectors.data.image_io import read_image, write_image
+from bbavectors.drawing import draw_detections
 from bbavectors.inference.predictor import Predictor
 from bbavectors.models.builder import build_model
 from bbavectors.visualize import augmentation_grid, class_colors, draw_polygons, visualize_checkpoint
@@ -197,6 +198,14 @@ def test_draw_checkpoint_predictions(tmp_path: Path) -> None:
     colors = class_colors(len(SYNTHETIC))
     best = expected["polygons"][0].numpy()
     assert colour_fraction(picture, best, colors[int(expected["classes"][0])]) >= 0.6
+    # With test-time augmentation: the picture of the four views' merged predictions.
+    flipped = visualize_checkpoint(images, tmp_path / "tiny.pt", tmp_path / "tta", score_thresh=0.5,
+                                   tta="flips")
+    merged = Predictor(model, cfg, SYNTHETIC, device="cpu", tta="flips").predict_images([image])[0]
+    np.testing.assert_array_equal(read_image(flipped[0]), draw_detections(image, merged, SYNTHETIC))
+    with pytest.raises(SystemExit):
+        load_tool("visualize").main(["--images", str(images), "--out", str(tmp_path / "x"), "--det-dir",
+                                     str(tmp_path), "--tta", "flips"])
 
 
 # --------------------------------------------------------------------------- augmentation grid

@@ -32,6 +32,7 @@ from bbavectors.config import load_config
 from bbavectors.data.dataset import read_split_file
 from bbavectors.data.image_io import ImageReadError, write_image
 from bbavectors.inference.errors import one_line
+from bbavectors.inference.tta import TTA_MODES
 from bbavectors.visualize import (
     augmentation_grid,
     visualize_checkpoint,
@@ -62,9 +63,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="config whose augment / input_size the grid uses")
     p.add_argument("--seed", type=int, default=0, help="grid augmentation seed")
     p.add_argument("--device", default="cpu", help="device for --checkpoint (cpu, cuda, cuda:1)")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="--checkpoint: test-time augmentation, as tools/test.py --tta (default none)")
     args = p.parse_args(argv)
     if not (args.labels or args.det_dir or args.checkpoint or args.grid):
         p.error("give one of --labels, --det-dir, --checkpoint, or --grid N")
+    if args.tta != "none" and not args.checkpoint:
+        p.error("--tta applies to --checkpoint")
     if args.limit is not None and args.limit < 1:
         p.error(f"--limit must be >= 1, got {args.limit}")
     return args
@@ -134,7 +139,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.labels and (args.det_dir or args.checkpoint):
         written = visualize_comparison(args.images, args.labels, args.out, det_dir=args.det_dir,
                                        checkpoint=args.checkpoint, score_thresh=args.score_thresh,
-                                       device=args.device, classes=classes, show_labels=labels, image_ids=ids)
+                                       device=args.device, classes=classes, show_labels=labels, image_ids=ids,
+                                       tta=args.tta)
     elif args.labels and not args.grid:
         written = visualize_labels(args.images, args.labels, args.out, classes, labels, image_ids=ids)
     elif args.det_dir:
@@ -142,7 +148,7 @@ def run(args: argparse.Namespace) -> list[Path]:
                                   image_ids=ids)
     elif args.checkpoint:
         written = visualize_checkpoint(args.images, args.checkpoint, args.out, args.score_thresh, args.device,
-                                       show_labels=labels, image_ids=ids)
+                                       show_labels=labels, image_ids=ids, tta=args.tta)
     if args.grid:
         written.append(write_grid(args, classes))
     return written

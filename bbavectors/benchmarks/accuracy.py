@@ -150,7 +150,8 @@ def score_ours(run_dir: Path, settings: AccuracySettings, images: dict[str, Path
     backbone = predictor.cfg.model.backbone
     onnx_ms, onnx_ap07, onnx_note = score_exported(ckpt_path, settings, images, classes)
     return ModelScore(
-        model=f"bbavectors {backbone} (w{predictor.cfg.model.head_width}, {_precision(predictor)}"
+        model=f"bbavectors {backbone} (w{predictor.cfg.model.head_width}"
+              + (", angle head" if predictor.cfg.model.angle_head else "") + f", {_precision(predictor)}"
               + (f", tta {settings.tta})" if settings.tta != "none" else ")"),
         params=predictor.num_parameters, budget_minutes=settings.minutes,
         train_seconds=_train_seconds(run_dir), epochs=_epochs_of(checkpoint), ap07=result.map07,
