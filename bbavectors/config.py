@@ -231,6 +231,7 @@ class DecodeConfig:
     #: Decode each rotated box as the rectangle with its vectors' Gaussian (the quantity the ProbIoU
     #: loss trains; bbavectors.probiou.gaussian_rectangle) instead of the vectors' own parallelogram
     #: (the original's corners c + t + l, ..., a diamond when the vectors mix two labellings).
+    #: Without effect on a model with an angle head, whose rotated boxes are rectangles already.
     rectangles: bool = False
     #: Rotated NMS IoU threshold per class; <= 0 disables NMS.
     nms_thresh: float = 0.1

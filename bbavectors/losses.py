@@ -328,7 +328,7 @@ class BBAVLoss(nn.Module):
     """The four BBAVectors losses and their weighted sum.
 
     ``forward(outputs, targets)``: ``outputs`` are the model's logits
-    (``hm (B, C, h, w)``, ``wh (B, 10, h, w)``, ``reg (B, 2, h, w)``, ``cls_theta (B, 1, h, w)``),
+    (``hm (B, C, h, w)``, ``wh (B, 10, h, w)``, ``reg (B, 2, h, w)``, ``cls_theta (B, 1, h, w)``,
     optionally ``angle (B, 2, h, w)``), ``targets`` the dict of
     :func:`bbavectors.targets.encode_targets` (``hm_ignore`` optional).
     Returns ``(total, parts)``: the weighted scalar and the **unweighted** parts

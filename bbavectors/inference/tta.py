@@ -29,13 +29,13 @@ view is ``p' = A p + s`` with ``A`` a signed permutation matrix. Per output cell
 * the angle head's ``(c, s) = (cos 2 phi, sin 2 phi)`` (``model.angle_head``), as the symmetric
   matrix ``[[c, s], [s, -c]]`` (``2 u u^T - I`` for the axis ``u``), mapped like ``C``.
 
-**Averaging and the merged outputs.** Probabilities, centres, ``m``, ``C``, external boxes and
-``cls_theta`` logits (and angle directions) are averaged over the views, and written back as ordinary
-head outputs: ``hm``
-the logit of the mean probability, ``reg`` the mean centre's offset, ``wh[0:8]`` the rectangle of
-the mean covariance (:func:`bbavectors.probiou.covariance_rectangle`) with ``m / 2`` added to each
-vector (which moves the box's centre by ``m``), ``wh[8:10]`` the mean external box. Any decoder
-reads them as it reads one network's outputs; the rotated boxes come out as rectangles.
+**Averaging and the merged outputs.** Probabilities, centres, ``m``, ``C``, external boxes,
+``cls_theta`` logits and angle directions are averaged over the views, and written back as ordinary
+head outputs: ``hm`` the logit of the mean probability, ``reg`` the mean centre's offset, ``wh[0:8]``
+the rectangle of the mean covariance (:func:`bbavectors.probiou.covariance_rectangle`) with
+``m / 2`` added to each vector (which moves the box's centre by ``m``), ``wh[8:10]`` the mean
+external box, ``angle`` the mean direction. Any decoder reads them as it reads one network's
+outputs; the rotated boxes come out as rectangles.
 
 Worked example (``S = 8``, ``d = 4``, a 2 x 2 output grid, the horizontal flip, ``o = 0``): a ship
 at ``x = 2.6`` px sits in cell column 0 with ``reg_x = 0.65``. In the flipped input it is at
@@ -180,8 +180,7 @@ def merge_view_outputs(per_view: list[dict[str, Tensor]], views: tuple[View, ...
     Args:
         per_view: one dict of logits per view (``hm (B, C, h, w)``, ``wh (B, 10, h, w)``,
             ``reg (B, 2, h, w)``, ``cls_theta (B, 1, h, w)``, optionally ``angle (B, 2, h, w)``), each
-            computed on :func:`apply_view` of
-            the same ``(B, 3, S, S)`` batch with ``S = h * down_ratio``.
+            computed on :func:`apply_view` of the same ``(B, 3, S, S)`` batch with ``S = h * down_ratio``.
         views: the views, in the same order.
         down_ratio: output stride ``d``; grid_offset: the model's grid offset ``o`` (input pixels).
     Returns:
