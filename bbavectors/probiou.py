@@ -124,24 +124,15 @@ def covariance_rectangle(cov: Tensor) -> Tensor:
     """The ``t, r, b, l`` vectors of the rectangle centred at the origin whose uniform distribution has
     covariance ``cov`` (the closed form of :func:`gaussian_rectangle`).
 
+    It is :func:`direction_rectangle` along the long axis of ``cov`` itself
+    (:func:`covariance_direction`): the spreads along the eigenvectors are the eigenvalues.
+
     Args:
         cov: ``(..., 2, 2)`` symmetric positive semi-definite.
     Returns:
         ``(..., 4, 2)`` vectors, in ``cov``'s dtype (units: the square root of ``cov``'s).
     """
-    a, d, k = cov[..., 0, 0], cov[..., 1, 1], cov[..., 0, 1]
-    half_diff = (a - d) / 2
-    rho = torch.sqrt(half_diff * half_diff + k * k)
-    big = (a + d) / 2 + rho
-    small = ((a + d) / 2 - rho).clamp_min(0.0)
-    isotropic = rho <= 1e-12
-    cos_2phi = torch.where(isotropic, torch.ones_like(rho), half_diff / rho.clamp_min(1e-12))
-    cos_phi = torch.sqrt(((1 + cos_2phi) / 2).clamp_min(0.0))
-    sin_phi = torch.sqrt(((1 - cos_2phi) / 2).clamp_min(0.0))
-    sin_phi = torch.where(k < 0, -sin_phi, sin_phi)
-    u = torch.stack([cos_phi, sin_phi], dim=-1)
-    v = torch.stack([-sin_phi, cos_phi], dim=-1)
-    return _axes_vectors(u, v, torch.sqrt(3 * big), torch.sqrt(3 * small))
+    return direction_rectangle(cov, covariance_direction(cov)[0])
 
 
 def _axes_vectors(u: Tensor, v: Tensor, half_long: Tensor, half_short: Tensor) -> Tensor:
