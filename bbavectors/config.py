@@ -207,6 +207,11 @@ class LossConfig:
     regress_radius: int = 0
     #: Weight of those neighbours: "heatmap" (the heatmap target there) or "uniform" (1).
     neighbour_weight: str = "heatmap"
+    #: Which cell is an object's heatmap peak (the positive): "centre", the cell holding its centre
+    #: (the original), or "aligned", the cell among the ``regress_radius`` square whose prediction
+    #: aligns best, ``score * (1 - hellinger)^6`` (TOOD's task-aligned assignment, one cell per object),
+    #: so that the peak the decoder reads is the cell with the best box (bbavectors.losses).
+    peak_assign: str = "centre"
     #: Half width of the smooth L1's quadratic zone for ``wh`` and ``reg``, in output cells (1 = the
     #: original; 0 = plain L1, CenterNet's): below it the gradient shrinks with the error.
     smooth_l1_beta: float = 1.0
@@ -421,6 +426,11 @@ def validate_config(cfg: Config) -> Config:
            f"loss.regress_radius must be an integer in 0..3, got {cfg.loss.regress_radius!r}")
     _check(cfg.loss.neighbour_weight in ("heatmap", "uniform"),
            f"loss.neighbour_weight must be heatmap or uniform, got {cfg.loss.neighbour_weight!r}")
+    _check(cfg.loss.peak_assign in ("centre", "aligned"),
+           f"loss.peak_assign must be centre or aligned, got {cfg.loss.peak_assign!r}")
+    _check(cfg.loss.peak_assign == "centre" or radius >= 1,
+           "loss.peak_assign: aligned chooses among the cells that learn the box: it needs "
+           "loss.regress_radius >= 1")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.base_batch_size >= 1, f"train.base_batch_size must be >= 1, got {t.base_batch_size}")

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from bbavectors.config import LossConfig, TargetConfig
+from bbavectors.config import Config, ConfigError, LossConfig, TargetConfig, apply_overrides, validate_config
 from bbavectors.losses import (
     BBAVLoss,
+    aligned_peak_targets,
     centre_quality_map,
     cyclic_vector_smooth_l1,
     focal_loss_with_logits,
@@ -20,6 +21,7 @@ from bbavectors.losses import (
     masked_bce,
     masked_smooth_l1,
     neighbour_slots,
+    probiou_distances,
 )
 from bbavectors.roundtrip import ideal_outputs
 from bbavectors.targets import encode_targets
@@ -452,3 +454,55 @@ def test_hm_quality_with_regress_radius_reads_the_centre_slots() -> None:
     at_centre = BBAVLoss(LossConfig(hm_quality=True))(out, t)[1]["hm"]
     around = BBAVLoss(LossConfig(hm_quality=True, regress_radius=1))(out, t)[1]["hm"]
     assert float(around) == pytest.approx(float(at_centre), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Task-aligned peaks (loss.peak_assign: aligned)
+# ----------------------------------------------------------------------------------------------
+def _aligned_inputs(out: dict[str, torch.Tensor], t: dict[str, torch.Tensor]):
+    slots = neighbour_slots(t, 1, (16, 16), uniform=True)
+    distances = probiou_distances(gather_at_centres(out["reg"], slots["ind"]),
+                                  gather_at_centres(out["wh"], slots["ind"]), slots["reg"], slots["wh"],
+                                  slots["weight"])
+    return slots, distances
+
+
+def test_aligned_peak_stays_at_the_centre_when_its_box_fits_best() -> None:
+    t = _one_object_targets()
+    out = ideal_outputs(t)
+    slots, distances = _aligned_inputs(out, t)
+    assert torch.equal(aligned_peak_targets(out["hm"], t, slots, distances), t["hm"])
+    aligned = LossConfig(regress_radius=1, neighbour_weight="uniform", peak_assign="aligned")
+    centre = replace(aligned, peak_assign="centre")
+    assert float(BBAVLoss(aligned)(out, t)[0]) == pytest.approx(float(BBAVLoss(centre)(out, t)[0]), rel=1e-6)
+
+
+def test_aligned_peak_moves_to_the_neighbour_with_the_better_box() -> None:
+    """The centre cell (7, 10) predicts a box half the size; the cell to its right, scored as high, the
+    exact box: that cell becomes the peak (1), the centre neutral (0.99), the rest of the Gaussian stays."""
+    t = _one_object_targets()
+    out = ideal_outputs(t)
+    out["wh"][0, :, 7, 11] = out["wh"][0, :, 7, 10]
+    out["reg"][0, :, 7, 11] = out["reg"][0, :, 7, 10] - torch.tensor([1.0, 0.0])
+    out["hm"][0, 0, 7, 11] = out["hm"][0, 0, 7, 10]
+    out["wh"][0, :8, 7, 10] *= 0.5
+    slots, distances = _aligned_inputs(out, t)
+    target = aligned_peak_targets(out["hm"], t, slots, distances)
+    assert float(target[0, 0, 7, 11]) == 1.0 and float(target[0, 0, 7, 10]) == pytest.approx(0.99)
+    assert int(target.eq(1.0).sum()) == 1  # still one positive per object
+    changed = (target != t["hm"])
+    changed[0, 0, 7, 10:12] = False
+    assert not changed.any()
+    # The loss now pulls the new peak up and leaves the old one alone (its negative weight is ~0).
+    logits = out["hm"].clone().fill_(0.0).requires_grad_(True)
+    cfg = LossConfig(regress_radius=1, neighbour_weight="uniform", peak_assign="aligned")
+    grad, = torch.autograd.grad(BBAVLoss(cfg)({**out, "hm": logits}, t)[1]["hm"], [logits])
+    assert float(grad[0, 0, 7, 11]) < 0 and abs(float(grad[0, 0, 7, 10])) < 1e-6
+
+
+def test_aligned_peak_needs_the_regression_square() -> None:
+    with pytest.raises(ConfigError, match="needs loss.regress_radius >= 1"):
+        validate_config(apply_overrides(Config(), ["loss.peak_assign=aligned"]))
+    with pytest.raises(ConfigError, match="centre or aligned"):
+        validate_config(apply_overrides(Config(), ["loss.peak_assign=best"]))
+    validate_config(apply_overrides(Config(), ["loss.peak_assign=aligned", "loss.regress_radius=1"]))
