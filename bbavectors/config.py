@@ -431,6 +431,9 @@ def validate_config(cfg: Config) -> Config:
     _check(cfg.loss.peak_assign == "centre" or radius >= 1,
            "loss.peak_assign: aligned chooses among the cells that learn the box: it needs "
            "loss.regress_radius >= 1")
+    _check(not (cfg.loss.hm_quality and cfg.loss.peak_assign == "aligned"),
+           "loss.hm_quality reads the box quality at the centre cells, loss.peak_assign: aligned moves the "
+           "peaks off them: use one of the two")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.base_batch_size >= 1, f"train.base_batch_size must be >= 1, got {t.base_batch_size}")

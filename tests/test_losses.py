@@ -505,4 +505,7 @@ def test_aligned_peak_needs_the_regression_square() -> None:
         validate_config(apply_overrides(Config(), ["loss.peak_assign=aligned"]))
     with pytest.raises(ConfigError, match="centre or aligned"):
         validate_config(apply_overrides(Config(), ["loss.peak_assign=best"]))
+    with pytest.raises(ConfigError, match="use one of the two"):
+        validate_config(apply_overrides(Config(), ["loss.peak_assign=aligned", "loss.regress_radius=1",
+                                                   "loss.hm_quality=true"]))
     validate_config(apply_overrides(Config(), ["loss.peak_assign=aligned", "loss.regress_radius=1"]))
