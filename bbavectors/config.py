@@ -205,7 +205,9 @@ class LossConfig:
     #: weighted by the heatmap target there (0 = the centre cell only, the original): the decoded peak
     #: often lands next to the centre cell.
     regress_radius: int = 0
-    #: Weight of those neighbours: "heatmap" (the heatmap target there) or "uniform" (1).
+    #: Weight of those neighbours: "heatmap" (the heatmap target there), "uniform" (1) or "aligned"
+    #: (every cell of the square, the centre too, weighs its task alignment ``score * (1 - hellinger)^6``
+    #: over the object's best, as TOOD weights its box loss; bbavectors.losses).
     neighbour_weight: str = "heatmap"
     #: Which cell is an object's heatmap peak (the positive): "centre", the cell holding its centre
     #: (the original), or "aligned", the cell among the ``regress_radius`` square whose prediction
@@ -424,8 +426,11 @@ def validate_config(cfg: Config) -> Config:
     radius = cfg.loss.regress_radius
     _check(isinstance(radius, int) and not isinstance(radius, bool) and 0 <= radius <= 3,
            f"loss.regress_radius must be an integer in 0..3, got {cfg.loss.regress_radius!r}")
-    _check(cfg.loss.neighbour_weight in ("heatmap", "uniform"),
-           f"loss.neighbour_weight must be heatmap or uniform, got {cfg.loss.neighbour_weight!r}")
+    _check(cfg.loss.neighbour_weight in ("heatmap", "uniform", "aligned"),
+           f"loss.neighbour_weight must be heatmap, uniform or aligned, got {cfg.loss.neighbour_weight!r}")
+    _check(cfg.loss.neighbour_weight != "aligned" or cfg.loss.peak_assign == "aligned",
+           "loss.neighbour_weight: aligned weighs each cell by how well it would serve as the peak: it "
+           "needs loss.peak_assign: aligned (and so loss.regress_radius >= 1)")
     _check(cfg.loss.peak_assign in ("centre", "aligned"),
            f"loss.peak_assign must be centre or aligned, got {cfg.loss.peak_assign!r}")
     _check(cfg.loss.peak_assign == "centre" or radius >= 1,

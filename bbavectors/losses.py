@@ -44,7 +44,10 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   a wide Gaussian often lands one cell off the centre cell, where the original never trained a box.
   With ``neighbour_weight = "uniform"`` every usable neighbour weighs 1: a small object's peak is a
   single cell (radius 0), so the heatmap weight is 0 around it, yet its decoded peak lands off the
-  centre cell as often.
+  centre cell as often. With ``neighbour_weight = "aligned"`` each usable cell of the square weighs
+  its task alignment (below) divided by the best of the object's cells (TOOD weights its box loss so):
+  the box is learnt most where the peak is, least where neither score nor box fits; the weights
+  are detached and the sums still divided by the sum of the weights.
 * ``hm_quality``: the positive term of ``L_hm`` becomes a quality focal loss (GFL's QFL) whose
   target at each object's centre cell is ``q = 1 - d``, ``d`` the (detached) Hellinger distance of
   the box predicted there::
@@ -100,6 +103,9 @@ __all__ = [
     "centre_quality_map",
     "neighbour_slots",
     "aligned_peak_targets",
+    "aligned_slot_weights",
+    "object_classes",
+    "slot_alignment",
 ]
 
 
@@ -200,6 +206,52 @@ def neighbour_slots(targets: dict[str, Tensor], radius: int, hw: tuple[int, int]
             "wh": targets["wh"].repeat(1, n, 1), "cls_theta": targets["cls_theta"].repeat(1, n, 1)}
 
 
+def object_classes(targets: dict[str, Tensor]) -> Tensor:
+    """``(B, K)`` long: each slot's class, the channel where its centre cell is a heatmap peak."""
+    return gather_at_centres(targets["hm"].float(), targets["ind"]).argmax(dim=-1)
+
+
+def slot_alignment(hm_logits: Tensor, targets: dict[str, Tensor], slots: dict[str, Tensor],
+                   distances: Tensor, alpha: float = 1.0, beta: float = 6.0) -> Tensor:
+    """TOOD's task alignment ``p^alpha * (1 - d)^beta`` of every regression slot (module docstring).
+
+    Args:
+        hm_logits, targets, slots, distances, alpha, beta: as :func:`aligned_peak_targets`.
+    Returns:
+        ``(B, n * K)`` float32, detached: the alignment in ``[0, 1]`` at usable slots (an object's
+        centre slot is always usable), -1 at the others.
+    """
+    k = targets["ind"].shape[1]
+    n = slots["ind"].shape[1] // k
+    with torch.no_grad():
+        cls = object_classes(targets)
+        logits = gather_at_centres(hm_logits.float(), slots["ind"])  # (B, n * K, C)
+        score = torch.sigmoid(logits.gather(2, cls.repeat(1, n)[..., None])[..., 0])
+        align = score.pow(alpha) * (1.0 - distances.float()).clamp_min(0.0).pow(beta)
+        usable = slots["weight"] > 0
+        usable[:, :k] = targets["mask"]
+        return torch.where(usable, align, torch.full_like(align, -1.0))
+
+
+def aligned_slot_weights(alignment: Tensor, k: int) -> Tensor:
+    """Regression weights of the slots from their alignment (``neighbour_weight: aligned``).
+
+    Args:
+        alignment: ``(B, n * K)`` from :func:`slot_alignment`; k: ``K``, the slots per group.
+    Returns:
+        ``(B, n * K)`` float32 in ``[0, 1]``: each slot's alignment divided by the best of its object's
+        slots (1 at the best-aligned cell, the peak that ``peak_assign: aligned`` trains), 0 at
+        unusable slots; 1 at every usable slot of an object whose alignments all underflow to 0.
+    """
+    b = alignment.shape[0]
+    a = alignment.view(b, -1, k)
+    usable = a >= 0
+    a = a.clamp_min(0.0)
+    best = a.amax(dim=1, keepdim=True)
+    weight = torch.where(best > 0, a / best.clamp_min(torch.finfo(a.dtype).tiny), usable.float())
+    return (weight * usable.float()).view(b, -1)
+
+
 def aligned_peak_targets(hm_logits: Tensor, targets: dict[str, Tensor], slots: dict[str, Tensor],
                          distances: Tensor, alpha: float = 1.0, beta: float = 6.0) -> Tensor:
     """The heatmap target with each object's peak moved to its best-aligned slot (``peak_assign``).
@@ -222,15 +274,9 @@ def aligned_peak_targets(hm_logits: Tensor, targets: dict[str, Tensor], slots: d
     ind, mask = targets["ind"], targets["mask"]
     k = ind.shape[1]
     n = slots["ind"].shape[1] // k
+    cls = object_classes(targets)
     with torch.no_grad():
-        # The object's class is the channel where its centre cell is a peak.
-        cls = gather_at_centres(hm, ind).argmax(dim=-1)  # (B, K)
-        logits = gather_at_centres(hm_logits.float(), slots["ind"])  # (B, n * K, C)
-        score = torch.sigmoid(logits.gather(2, cls.repeat(1, n)[..., None])[..., 0])
-        align = score.pow(alpha) * (1.0 - distances.float()).clamp_min(0.0).pow(beta)
-        usable = slots["weight"] > 0
-        usable[:, :k] = mask  # the centre cell can always keep its peak
-        align = torch.where(usable, align, torch.full_like(align, -1.0)).view(b, n, k)
+        align = slot_alignment(hm_logits, targets, slots, distances, alpha, beta).view(b, n, k)
         best = align.argmax(dim=1)  # (B, K); ties keep the centre (the first group)
         chosen = slots["ind"].view(b, n, k).gather(1, best[:, None])[:, 0]
         moved = mask & (chosen != ind)
@@ -401,7 +447,7 @@ class BBAVLoss(nn.Module):
         cfg = self.cfg
         if cfg.regress_radius > 0:
             map_hw = (outputs["wh"].shape[-2], outputs["wh"].shape[-1])
-            slots = neighbour_slots(targets, cfg.regress_radius, map_hw, cfg.neighbour_weight == "uniform")
+            slots = neighbour_slots(targets, cfg.regress_radius, map_hw, cfg.neighbour_weight != "heatmap")
             ind, mask = slots["ind"], slots["weight"]
         else:
             slots, ind, mask = targets, targets["ind"], targets["mask"]
@@ -413,6 +459,9 @@ class BBAVLoss(nn.Module):
         hm_target = targets["hm"]
         if cfg.peak_assign == "aligned":
             hm_target = aligned_peak_targets(outputs["hm"], targets, slots, distances.detach())
+        if cfg.regress_radius > 0 and cfg.neighbour_weight == "aligned":
+            alignment = slot_alignment(outputs["hm"], targets, slots, distances.detach())
+            mask = aligned_slot_weights(alignment, targets["ind"].shape[1])
         quality = None
         if cfg.hm_quality:
             # The centre slots come first (neighbour_slots keeps their order).

@@ -14,6 +14,7 @@ from bbavectors.config import Config, ConfigError, LossConfig, TargetConfig, app
 from bbavectors.losses import (
     BBAVLoss,
     aligned_peak_targets,
+    aligned_slot_weights,
     centre_quality_map,
     cyclic_vector_smooth_l1,
     focal_loss_with_logits,
@@ -22,6 +23,7 @@ from bbavectors.losses import (
     masked_smooth_l1,
     neighbour_slots,
     probiou_distances,
+    slot_alignment,
 )
 from bbavectors.roundtrip import ideal_outputs
 from bbavectors.targets import encode_targets
@@ -509,3 +511,56 @@ def test_aligned_peak_needs_the_regression_square() -> None:
         validate_config(apply_overrides(Config(), ["loss.peak_assign=aligned", "loss.regress_radius=1",
                                                    "loss.hm_quality=true"]))
     validate_config(apply_overrides(Config(), ["loss.peak_assign=aligned", "loss.regress_radius=1"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Alignment-weighted regression (loss.neighbour_weight: aligned)
+# ----------------------------------------------------------------------------------------------
+def test_aligned_slot_weights_hand_values() -> None:
+    """Two objects (K = 2), three groups: object 0 aligns 0.5 / 0.25 / unusable, object 1 underflows."""
+    alignment = torch.tensor([[0.5, 0.0, 0.25, 0.0, -1.0, -1.0]])  # group-major: (g0 o0, g0 o1, g1 o0, ...)
+    weights = aligned_slot_weights(alignment, k=2)
+    # Object 0: 0.5 / 0.5, 0.25 / 0.5, unusable; object 1: every usable slot 1, the unusable one 0.
+    assert weights.tolist() == [[1.0, 1.0, 0.5, 1.0, 0.0, 0.0]]
+
+
+def test_aligned_neighbour_weight_learns_the_box_least_where_it_fits_worst() -> None:
+    """All nine cells of the square score alike and predict the exact box, but the cell right of the
+    centre predicts a box half the size: with aligned weights that cell's share of the box loss is its
+    alignment over the best (a few percent), with uniform weights one ninth."""
+    t = _one_object_targets()
+    out = ideal_outputs(t)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            out["wh"][0, :, 7 + dy, 10 + dx] = out["wh"][0, :, 7, 10]
+            out["reg"][0, :, 7 + dy, 10 + dx] = out["reg"][0, :, 7, 10] - torch.tensor([float(dx), float(dy)])
+            out["hm"][0, 0, 7 + dy, 10 + dx] = out["hm"][0, 0, 7, 10]
+    out["wh"][0, :8, 7, 11] *= 0.5
+    slots, distances = _aligned_inputs(out, t)
+    weights = aligned_slot_weights(slot_alignment(out["hm"], t, slots, distances), k=2)
+    right = 2 * 5  # the group of offset (1, 0) is the sixth (centre first, then row by row), K = 2
+    assert float(weights[0, 0]) == 1.0 and 0.0 < float(weights[0, right]) < 0.2
+    good = [2 * g for g in range(9) if g != 5]
+    assert weights[0, good].tolist() == pytest.approx([1.0] * 8)
+    uniform = LossConfig(regress_radius=1, neighbour_weight="uniform", peak_assign="aligned")
+    aligned = replace(uniform, neighbour_weight="aligned")
+    wh = out["wh"].clone().requires_grad_(True)
+    grads = {}
+    for cfg in (uniform, aligned):
+        parts = BBAVLoss(cfg)({**out, "wh": wh}, t)[1]
+        grads[cfg.neighbour_weight], = torch.autograd.grad(parts["wh"], [wh])
+    # Only the spoilt cell has an error: its gradient shrinks by its weight (and the sum of weights,
+    # 8 + w against 9).
+    g_uniform = float(grads["uniform"][0, :, 7, 11].abs().sum())
+    g_aligned = float(grads["aligned"][0, :, 7, 11].abs().sum())
+    w = float(weights[0, right])
+    assert g_uniform > 0 and g_aligned == pytest.approx(g_uniform * w * 9 / (8 + w), rel=1e-4)
+
+
+def test_aligned_neighbour_weight_needs_aligned_peaks() -> None:
+    with pytest.raises(ConfigError, match="needs loss.peak_assign: aligned"):
+        validate_config(apply_overrides(Config(), ["loss.neighbour_weight=aligned", "loss.regress_radius=1"]))
+    with pytest.raises(ConfigError, match="heatmap, uniform or aligned"):
+        validate_config(apply_overrides(Config(), ["loss.neighbour_weight=best"]))
+    validate_config(apply_overrides(Config(), ["loss.neighbour_weight=aligned", "loss.regress_radius=1",
+                                               "loss.peak_assign=aligned"]))
