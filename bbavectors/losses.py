@@ -216,7 +216,13 @@ def slot_alignment(hm_logits: Tensor, targets: dict[str, Tensor], slots: dict[st
     """TOOD's task alignment ``p^alpha * (1 - d)^beta`` of every regression slot (module docstring).
 
     Args:
-        hm_logits, targets, slots, distances, alpha, beta: as :func:`aligned_peak_targets`.
+        hm_logits: ``(B, C, h, w)`` predicted heatmap logits.
+        targets: :func:`bbavectors.targets.encode_targets` output with ``K`` slots (``hm``, ``ind``,
+            ``mask``).
+        slots: :func:`neighbour_slots` of ``targets``: ``n = (2r+1)^2`` groups of ``K`` slots, the
+            centre group first; ``weight`` 0 marks cells that may not take the peak.
+        distances: ``(B, n * K)`` Hellinger distances of the boxes predicted at the slots.
+        alpha, beta: exponents of the score and of ``1 - distance``.
     Returns:
         ``(B, n * K)`` float32, detached: the alignment in ``[0, 1]`` at usable slots (an object's
         centre slot is always usable), -1 at the others.
@@ -252,18 +258,16 @@ def aligned_slot_weights(alignment: Tensor, k: int) -> Tensor:
     return (weight * usable.float()).view(b, -1)
 
 
-def aligned_peak_targets(hm_logits: Tensor, targets: dict[str, Tensor], slots: dict[str, Tensor],
-                         distances: Tensor, alpha: float = 1.0, beta: float = 6.0) -> Tensor:
+def aligned_peak_targets(targets: dict[str, Tensor], slots: dict[str, Tensor], alignment: Tensor) -> Tensor:
     """The heatmap target with each object's peak moved to its best-aligned slot (``peak_assign``).
 
     Args:
-        hm_logits: ``(B, C, h, w)`` predicted heatmap logits.
         targets: :func:`bbavectors.targets.encode_targets` output with ``K`` slots (``hm``, ``ind``,
             ``mask``).
         slots: :func:`neighbour_slots` of ``targets``: ``n = (2r+1)^2`` groups of ``K`` slots, the
-            centre group first; ``weight`` 0 marks cells that may not take the peak.
-        distances: ``(B, n * K)`` Hellinger distances of the boxes predicted at the slots.
-        alpha, beta: exponents of the score and of ``1 - distance`` in the alignment.
+            centre group first.
+        alignment: ``(B, n * K)`` :func:`slot_alignment` of the slots (-1 where a cell may not take
+            the peak).
     Returns:
         ``(B, C, h, w)`` float32: ``targets["hm"]`` with 1 at each valid object's chosen cell (in its
         class) and 0.99 at its centre cell when another cell was chosen; equal to ``targets["hm"]``
@@ -276,8 +280,7 @@ def aligned_peak_targets(hm_logits: Tensor, targets: dict[str, Tensor], slots: d
     n = slots["ind"].shape[1] // k
     cls = object_classes(targets)
     with torch.no_grad():
-        align = slot_alignment(hm_logits, targets, slots, distances, alpha, beta).view(b, n, k)
-        best = align.argmax(dim=1)  # (B, K); ties keep the centre (the first group)
+        best = alignment.view(b, n, k).argmax(dim=1)  # (B, K); ties keep the centre (the first group)
         chosen = slots["ind"].view(b, n, k).gather(1, best[:, None])[:, 0]
         moved = mask & (chosen != ind)
         spare = h * w  # writes of slots that change nothing go to an extra cell, cut off below
@@ -457,11 +460,11 @@ class BBAVLoss(nn.Module):
                       else None)
         distances = probiou_distances(pred_reg, pred_wh, slots["reg"], slots["wh"], mask, pred_angle)
         hm_target = targets["hm"]
-        if cfg.peak_assign == "aligned":
-            hm_target = aligned_peak_targets(outputs["hm"], targets, slots, distances.detach())
-        if cfg.regress_radius > 0 and cfg.neighbour_weight == "aligned":
+        if cfg.peak_assign == "aligned":  # the config check: regress_radius >= 1
             alignment = slot_alignment(outputs["hm"], targets, slots, distances.detach())
-            mask = aligned_slot_weights(alignment, targets["ind"].shape[1])
+            hm_target = aligned_peak_targets(targets, slots, alignment)
+            if cfg.neighbour_weight == "aligned":
+                mask = aligned_slot_weights(alignment, targets["ind"].shape[1])
         quality = None
         if cfg.hm_quality:
             # The centre slots come first (neighbour_slots keeps their order).

@@ -473,7 +473,8 @@ def test_aligned_peak_stays_at_the_centre_when_its_box_fits_best() -> None:
     t = _one_object_targets()
     out = ideal_outputs(t)
     slots, distances = _aligned_inputs(out, t)
-    assert torch.equal(aligned_peak_targets(out["hm"], t, slots, distances), t["hm"])
+    alignment = slot_alignment(out["hm"], t, slots, distances)
+    assert torch.equal(aligned_peak_targets(t, slots, alignment), t["hm"])
     aligned = LossConfig(regress_radius=1, neighbour_weight="uniform", peak_assign="aligned")
     centre = replace(aligned, peak_assign="centre")
     assert float(BBAVLoss(aligned)(out, t)[0]) == pytest.approx(float(BBAVLoss(centre)(out, t)[0]), rel=1e-6)
@@ -489,7 +490,7 @@ def test_aligned_peak_moves_to_the_neighbour_with_the_better_box() -> None:
     out["hm"][0, 0, 7, 11] = out["hm"][0, 0, 7, 10]
     out["wh"][0, :8, 7, 10] *= 0.5
     slots, distances = _aligned_inputs(out, t)
-    target = aligned_peak_targets(out["hm"], t, slots, distances)
+    target = aligned_peak_targets(t, slots, slot_alignment(out["hm"], t, slots, distances))
     assert float(target[0, 0, 7, 11]) == 1.0 and float(target[0, 0, 7, 10]) == pytest.approx(0.99)
     assert int(target.eq(1.0).sum()) == 1  # still one positive per object
     changed = (target != t["hm"])
