@@ -214,6 +214,10 @@ class LossConfig:
     #: aligns best, ``score * (1 - hellinger)^6`` (TOOD's task-aligned assignment, one cell per object),
     #: so that the peak the decoder reads is the cell with the best box (bbavectors.losses).
     peak_assign: str = "centre"
+    #: With ``peak_assign: aligned``: how many cells of each object's square are heatmap positives, the
+    #: best-aligned trained to 1, the next ones (quality focal loss) to their alignment over the best,
+    #: as YOLOv8 / TOOD train several cells per object (1: the best cell alone; bbavectors.losses).
+    peak_topk: int = 1
     #: Half width of the smooth L1's quadratic zone for ``wh`` and ``reg``, in output cells (1 = the
     #: original; 0 = plain L1, CenterNet's): below it the gradient shrinks with the error.
     smooth_l1_beta: float = 1.0
@@ -436,6 +440,12 @@ def validate_config(cfg: Config) -> Config:
     _check(cfg.loss.peak_assign == "centre" or radius >= 1,
            "loss.peak_assign: aligned chooses among the cells that learn the box: it needs "
            "loss.regress_radius >= 1")
+    square = (2 * radius + 1) ** 2
+    _check(isinstance(cfg.loss.peak_topk, int) and 1 <= cfg.loss.peak_topk <= square,
+           f"loss.peak_topk must be an integer from 1 to the (2 * regress_radius + 1)^2 = {square} cells "
+           f"of the square, got {cfg.loss.peak_topk!r}")
+    _check(cfg.loss.peak_topk == 1 or cfg.loss.peak_assign == "aligned",
+           "loss.peak_topk > 1 ranks the cells by their task alignment: it needs loss.peak_assign: aligned")
     _check(not (cfg.loss.hm_quality and cfg.loss.peak_assign == "aligned"),
            "loss.hm_quality reads the box quality at the centre cells, loss.peak_assign: aligned moves the "
            "peaks off them: use one of the two")

@@ -66,6 +66,12 @@ r"""BBAVectors training loss, computed from the heads' **logits** (never from si
   neutral (target 0.99: its negative weight ``(1 - y)^beta`` is ~0), the rest of the Gaussian stays.
   Why: a wide peak often lands one cell off the centre (measured: 58 % of the peaks on SSDD), where
   the box is a neighbour's; this trains the peak onto the cell whose box fits best instead.
+  With ``peak_topk = k > 1`` the next ``k - 1`` usable cells by alignment are positives too, each
+  trained by the quality focal loss (as ``hm_quality``) towards its alignment over the object's best
+  (``q = a / a_best``: 1 at the peak), as YOLOv8 and TOOD train several cells per object with soft
+  targets; ``L_hm`` is still divided by the number of objects (the best cells), so more positives do
+  not dilute the negatives. Why: a small ship's peak is one cell whose neighbours are full
+  negatives, so a cell that predicts the ship as well as the peak is still pushed to 0.
 
 * ``L_angle`` (only when the outputs hold an ``angle`` map, ``model.angle_head``; weight
   ``angle_weight``): plain L1 between the ``(cos 2 phi, sin 2 phi)`` predicted at the regression
@@ -104,6 +110,7 @@ __all__ = [
     "neighbour_slots",
     "aligned_peak_targets",
     "aligned_slot_weights",
+    "soft_peak_targets",
     "object_classes",
     "slot_alignment",
 ]
@@ -111,7 +118,7 @@ __all__ = [
 
 def focal_loss_with_logits(
     logits: Tensor, target: Tensor, ignore: Tensor | None = None, alpha: float = 2.0, beta: float = 4.0,
-    quality: Tensor | None = None,
+    quality: Tensor | None = None, counted: Tensor | None = None,
 ) -> Tensor:
     """CenterNet focal loss from logits (module docstring).
 
@@ -122,8 +129,10 @@ def focal_loss_with_logits(
         alpha, beta: focusing exponents.
         quality: ``(B, 1, h, w)`` or ``(B, C, h, w)`` in ``[0, 1]``, read at the positives only: the
             quality focal loss with that target there (module docstring, ``hm_quality``); None: 1.
+        counted: ``(B, C, h, w)`` bool, the positives that the sum is divided by (``peak_topk``: one
+            per object); None: every positive.
     Returns:
-        Scalar: summed loss / max(1, number of positives outside ignore).
+        Scalar: summed loss / max(1, number of counted positives outside ignore).
     """
     x = logits.float()
     y = target.float()
@@ -137,6 +146,8 @@ def focal_loss_with_logits(
         pos_loss = -(q - torch.sigmoid(x)).abs().pow(alpha) * (q * log_p + (1.0 - q) * log_not_p)
     neg_loss = -torch.pow(1.0 - y, beta) * torch.exp(alpha * log_p) * log_not_p
     per_pixel = torch.where(pos, pos_loss, neg_loss)
+    if counted is not None:
+        pos = counted.bool() & pos
     if ignore is not None:
         keep = ~ignore.expand_as(per_pixel)
         per_pixel = per_pixel * keep
@@ -292,6 +303,44 @@ def aligned_peak_targets(targets: dict[str, Tensor], slots: dict[str, Tensor], a
         peak = torch.where(moved, chosen, torch.where(mask, ind, torch.full_like(ind, spare)))
         flat[batch_idx, cls, peak] = 1.0
         return flat[..., :spare].reshape(b, c, h, w)
+
+
+def soft_peak_targets(targets: dict[str, Tensor], slots: dict[str, Tensor], alignment: Tensor, topk: int
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+    """Each object's ``topk`` best-aligned slots as heatmap positives with soft targets (``peak_topk``).
+
+    Args:
+        targets, slots, alignment: as :func:`aligned_peak_targets`; topk: positives per object (1: the
+            best cell alone, :func:`aligned_peak_targets`).
+    Returns:
+        ``hm (B, C, h, w)`` float32: :func:`aligned_peak_targets` with 1 also at each valid object's
+        next ``topk - 1`` usable slots by alignment (in its class); ``quality (B, 1, h, w)`` float32:
+        at those cells their :func:`aligned_slot_weights` (alignment over the object's best), 1 at the
+        best cells and everywhere else; ``counted (B, C, h, w)`` bool: the best cells, one per object
+        (the positives of :func:`aligned_peak_targets`), which normalise the loss.
+    """
+    best_only = aligned_peak_targets(targets, slots, alignment)
+    b, c, h, w = best_only.shape
+    k = targets["ind"].shape[1]
+    n = slots["ind"].shape[1] // k
+    with torch.no_grad():
+        counted = best_only.eq(1.0)
+        rank = alignment.view(b, n, k).argsort(dim=1, descending=True, stable=True)[:, 1:topk]
+        runner_ind = slots["ind"].view(b, n, k).gather(1, rank)  # (B, topk - 1, K)
+        usable = alignment.view(b, n, k).gather(1, rank) >= 0
+        usable = usable & targets["mask"][:, None, :]
+        relative = aligned_slot_weights(alignment, k).view(b, n, k).gather(1, rank)
+        spare = h * w  # unusable slots write to an extra cell, cut off below
+        runner_ind = torch.where(usable, runner_ind, torch.full_like(runner_ind, spare)).flatten(1)
+        cls = object_classes(targets)[:, None, :].expand(b, rank.shape[1], k).flatten(1)
+        batch_idx = torch.arange(b, device=best_only.device)[:, None]
+        hm = torch.cat([best_only.flatten(2), best_only.new_zeros(b, c, 1)], dim=2)
+        hm[batch_idx, cls, runner_ind] = 1.0
+        quality = best_only.new_ones(b, h * w + 1)
+        quality[batch_idx, runner_ind] = relative.flatten(1).float()
+        # Written last: a cell that is one object's best keeps target 1 whatever another ranks it.
+        quality[:, :spare] = torch.where(counted.any(dim=1).flatten(1), 1.0, quality[:, :spare])
+        return (hm[..., :spare].reshape(b, c, h, w), quality[:, :spare].reshape(b, 1, h, w), counted)
 
 
 def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor, beta: float = 1.0) -> Tensor:
@@ -460,12 +509,15 @@ class BBAVLoss(nn.Module):
                       else None)
         distances = probiou_distances(pred_reg, pred_wh, slots["reg"], slots["wh"], mask, pred_angle)
         hm_target = targets["hm"]
+        quality = counted = None
         if cfg.peak_assign == "aligned":  # the config check: regress_radius >= 1
             alignment = slot_alignment(outputs["hm"], targets, slots, distances.detach())
-            hm_target = aligned_peak_targets(targets, slots, alignment)
+            if cfg.peak_topk > 1:
+                hm_target, quality, counted = soft_peak_targets(targets, slots, alignment, cfg.peak_topk)
+            else:
+                hm_target = aligned_peak_targets(targets, slots, alignment)
             if cfg.neighbour_weight == "aligned":
                 mask = aligned_slot_weights(alignment, targets["ind"].shape[1])
-        quality = None
         if cfg.hm_quality:
             # The centre slots come first (neighbour_slots keeps their order).
             k = targets["ind"].shape[1]
@@ -474,7 +526,7 @@ class BBAVLoss(nn.Module):
         parts = {
             "hm": focal_loss_with_logits(
                 outputs["hm"], hm_target, targets.get("hm_ignore"), cfg.focal_alpha, cfg.focal_beta,
-                quality,
+                quality, counted,
             ),
             "wh": (cyclic_vector_smooth_l1 if cfg.cyclic_vectors else masked_smooth_l1)(
                 pred_wh, slots["wh"], mask, cfg.smooth_l1_beta),

@@ -24,6 +24,7 @@ from bbavectors.losses import (
     neighbour_slots,
     probiou_distances,
     slot_alignment,
+    soft_peak_targets,
 )
 from bbavectors.roundtrip import ideal_outputs
 from bbavectors.targets import encode_targets
@@ -512,6 +513,76 @@ def test_aligned_peak_needs_the_regression_square() -> None:
         validate_config(apply_overrides(Config(), ["loss.peak_assign=aligned", "loss.regress_radius=1",
                                                    "loss.hm_quality=true"]))
     validate_config(apply_overrides(Config(), ["loss.peak_assign=aligned", "loss.regress_radius=1"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Several soft positives per object (loss.peak_topk)
+# ----------------------------------------------------------------------------------------------
+def _hand_alignment() -> torch.Tensor:
+    """Object 0 of :func:`_one_object_targets` (slot 1 is unused: -1): the cell right of the centre
+    aligns best (0.4), the centre 0.2, the cell below it 0.1, the other six 0.05."""
+    per_group = [0.2, 0.05, 0.05, 0.05, 0.05, 0.4, 0.05, 0.1, 0.05]  # centre, then (dx, dy) row by row
+    return torch.tensor([[v for a in per_group for v in (a, -1.0)]])
+
+
+def test_soft_peak_targets_hand_values() -> None:
+    t = _one_object_targets()
+    slots = neighbour_slots(t, 1, (16, 16), uniform=True)
+    hm, quality, counted = soft_peak_targets(t, slots, _hand_alignment(), topk=3)
+    # The best cell (7, 11) and the next two, the centre (7, 10) and the cell below it (8, 10).
+    assert torch.nonzero(hm[0, 0] == 1.0).tolist() == [[7, 10], [7, 11], [8, 10]]
+    assert float(quality[0, 0, 7, 11]) == 1.0
+    assert float(quality[0, 0, 7, 10]) == pytest.approx(0.5)
+    assert float(quality[0, 0, 8, 10]) == pytest.approx(0.25)
+    assert int(quality.ne(1.0).sum()) == 2
+    assert torch.nonzero(counted[0, 0]).tolist() == [[7, 11]]  # one counted positive per object
+    changed = hm != t["hm"]
+    changed[0, 0, 7, 10:12] = False
+    changed[0, 0, 8, 10] = False
+    assert not changed.any()
+    # topk 1 is the single best-aligned peak.
+    hm1, quality1, counted1 = soft_peak_targets(t, slots, _hand_alignment(), topk=1)
+    assert torch.equal(hm1, aligned_peak_targets(t, slots, _hand_alignment()))
+    assert bool(quality1.eq(1.0).all()) and int(counted1.sum()) == 1
+
+
+def test_soft_positives_are_pulled_towards_their_relative_alignment() -> None:
+    """At p = 0.5 everywhere: the best cell is pulled up, the centre (q = 0.5) left alone, the cell
+    below (q = 0.25) pushed down; the loss is divided by the one object, not by its three positives."""
+    t = _one_object_targets()
+    slots = neighbour_slots(t, 1, (16, 16), uniform=True)
+    hm, quality, counted = soft_peak_targets(t, slots, _hand_alignment(), topk=3)
+    logits = torch.zeros_like(hm, requires_grad=True)
+    loss = focal_loss_with_logits(logits, hm, quality=quality, counted=counted)
+    grad, = torch.autograd.grad(loss, [logits])
+    assert float(grad[0, 0, 7, 11]) < 0
+    assert abs(float(grad[0, 0, 7, 10])) < 1e-7
+    assert float(grad[0, 0, 8, 10]) > 0
+    every = focal_loss_with_logits(logits, hm, quality=quality)
+    assert float(loss.detach()) == pytest.approx(3 * float(every.detach()), rel=1e-6)
+
+
+def test_peak_topk_one_is_the_aligned_peak_loss_and_more_positives_change_only_the_heatmap() -> None:
+    t = _one_object_targets()
+    out = ideal_outputs(t)
+    one = LossConfig(regress_radius=1, neighbour_weight="uniform", peak_assign="aligned")
+    base = BBAVLoss(one)(out, t)[1]
+    assert float(BBAVLoss(replace(one, peak_topk=1))(out, t)[1]["hm"]) == float(base["hm"])
+    nine = BBAVLoss(replace(one, peak_topk=9))(out, t)[1]
+    assert torch.isfinite(nine["hm"]) and float(nine["hm"]) != float(base["hm"])
+    for name in ("wh", "reg", "cls_theta", "probiou"):
+        assert float(nine[name]) == float(base[name])
+
+
+def test_peak_topk_is_checked() -> None:
+    aligned = ["loss.peak_assign=aligned", "loss.regress_radius=1"]
+    validate_config(apply_overrides(Config(), aligned + ["loss.peak_topk=9"]))
+    with pytest.raises(ConfigError, match="from 1 to the"):
+        validate_config(apply_overrides(Config(), aligned + ["loss.peak_topk=10"]))
+    with pytest.raises(ConfigError, match="from 1 to the"):
+        validate_config(apply_overrides(Config(), aligned + ["loss.peak_topk=0"]))
+    with pytest.raises(ConfigError, match="needs loss.peak_assign: aligned"):
+        validate_config(apply_overrides(Config(), ["loss.regress_radius=1", "loss.peak_topk=3"]))
 
 
 # ----------------------------------------------------------------------------------------------
