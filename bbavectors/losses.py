@@ -316,8 +316,9 @@ def soft_peak_targets(targets: dict[str, Tensor], slots: dict[str, Tensor], alig
         ``hm (B, C, h, w)`` float32: :func:`aligned_peak_targets` with 1 also at each valid object's
         next ``topk - 1`` usable slots by alignment (in its class); ``quality (B, 1, h, w)`` float32:
         at those cells their :func:`aligned_slot_weights` (alignment over the object's best), 1 at the
-        best cells and everywhere else; ``counted (B, C, h, w)`` bool: the best cells, one per object
-        (the positives of :func:`aligned_peak_targets`), which normalise the loss.
+        best cells and everywhere else (one channel: a cell that is a positive in two classes reads
+        one quality for both); ``counted (B, C, h, w)`` bool: the best cells, one per object (the
+        positives of :func:`aligned_peak_targets`), which normalise the loss.
     """
     best_only = aligned_peak_targets(targets, slots, alignment)
     b, c, h, w = best_only.shape
