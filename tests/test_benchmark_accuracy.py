@@ -280,3 +280,30 @@ def test_tiny_end_to_end_yolo(shared_data: Path, tmp_path: Path, capsys: pytest.
     (rescored,) = json.loads(rescored_path.read_text(encoding="utf-8"))["rows"]
     assert rescored["model"] == "yolov8n-obb" and rescored["ap07"] == pytest.approx(row["ap07"])
     assert rescored["train_seconds"] is None
+
+
+def test_yolo_optimizer_warning_names_the_slow_auto_choice_on_a_cpu_without_bf16() -> None:
+    """Regression (twenty-seventh round): under a time budget Ultralytics' optimizer=auto took MuSGD,
+    whose bf16 Newton-Schulz step made YOLOv8n-OBB 4x slower per iteration on a float32-only CPU."""
+    from bbavectors.benchmarks.yolo_peer import yolo_optimizer_warning
+
+    budgeted = AccuracySettings(data=Path("d"), train_split=Path("t"), val_split=Path("v"),
+                                work_dir=Path("w"))
+    message = yolo_optimizer_warning(budgeted, native_bf16=False)
+    assert message is not None and "MuSGD" in message and "--yolo-optimizer AdamW" in message
+    assert yolo_optimizer_warning(budgeted, native_bf16=True) is None
+    assert yolo_optimizer_warning(dataclasses.replace(budgeted, yolo_optimizer="AdamW"), False) is None
+    assert yolo_optimizer_warning(dataclasses.replace(budgeted, minutes=None, max_epochs=3), False) is None
+    assert yolo_optimizer_warning(dataclasses.replace(budgeted, device="cuda"), False) is None
+
+
+def test_benchmark_cli_passes_the_yolo_optimizer() -> None:
+    tool = _load_tool("benchmark")
+    args = tool.build_parser().parse_args(
+        ["accuracy", "--data", "d", "--train-split", "t", "--val-split", "v", "--work-dir", "w",
+         "--yolo-optimizer", "AdamW", "--yolo-lr0", "0.002"])
+    settings = tool._accuracy_settings(args)
+    assert (settings.yolo_optimizer, settings.yolo_lr0) == ("AdamW", 0.002)
+    default = tool._accuracy_settings(tool.build_parser().parse_args(
+        ["accuracy", "--data", "d", "--train-split", "t", "--val-split", "v", "--work-dir", "w"]))
+    assert (default.yolo_optimizer, default.yolo_lr0) == ("auto", None)

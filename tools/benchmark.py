@@ -197,6 +197,11 @@ def _add_accuracy(sub: Any) -> None:
     p.add_argument("--yolo-models", nargs="*", default=list(DEFAULT_YOLO_MODELS),
                    help="Ultralytics model YAMLs (default: %(default)s); none: only ours")
     p.add_argument("--skip-ours", action="store_true", help="only the YOLO models")
+    p.add_argument("--yolo-optimizer", default="auto",
+                   help="Ultralytics' optimizer for the YOLO runs (default auto; under a time budget auto "
+                        "takes MuSGD, slow on a CPU without native bf16: AdamW with --yolo-lr0 0.002 is "
+                        "auto's choice for runs under 10,000 iterations)")
+    p.add_argument("--yolo-lr0", type=float, help="Ultralytics' lr0 with a named --yolo-optimizer")
     p.add_argument("--warmup", type=int, default=5, help="untimed predictions before timing (default 5)")
     p.add_argument("--timed-images", type=int, help="time only the first N validation images")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"),
@@ -231,6 +236,7 @@ def _accuracy_settings(args: argparse.Namespace) -> Any:
         minutes=args.minutes if args.minutes > 0 else None, max_epochs=args.max_epochs, device=args.device,
         threads=args.threads, workers=args.workers, input_size=args.input_size, batch_size=args.batch_size,
         yolo_models=tuple(args.yolo_models), run_ours=not args.skip_ours, run_yolo=bool(args.yolo_models),
+        yolo_optimizer=args.yolo_optimizer, yolo_lr0=args.yolo_lr0,
         warmup_images=args.warmup, timed_images=args.timed_images, seed=args.seed, amp=args.amp,
         inference_amp=args.inference_amp, tta=args.tta, score_only=args.score_only,
         validate_in_training=args.validate_in_training, onnx=not args.no_onnx,

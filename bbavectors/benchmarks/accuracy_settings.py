@@ -62,6 +62,15 @@ class AccuracySettings:
     yolo_models: tuple[str, ...] = DEFAULT_YOLO_MODELS
     run_ours: bool = True
     run_yolo: bool = True
+    #: Ultralytics' ``optimizer`` for the YOLO runs: ``auto`` (its default) or one of its names
+    #: (``AdamW``, ``SGD``, ``MuSGD``, ...). Under a time budget the run is started with 10,000 epochs,
+    #: so ``auto`` takes its long-run choice, MuSGD, whose Newton-Schulz step runs in bf16: on a CPU
+    #: without native bf16 that step costs most of each iteration (:func:`yolo_optimizer_warning`).
+    yolo_optimizer: str = "auto"
+    #: Ultralytics' ``lr0`` with a named optimizer (None: Ultralytics' default, 0.01; ``auto`` sets
+    #: its own). ``AdamW`` with ``0.002`` is what ``auto`` picks for runs under 10,000 iterations with
+    #: one class (``0.002 * 5 / (4 + classes)``).
+    yolo_lr0: float | None = None
     warmup_images: int = 5
     timed_images: int | None = None
     seed: int = 0

@@ -7,6 +7,7 @@ scored by the same evaluator as ours. The only code that imports Ultralytics (an
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from ..inference.predictor import Detections
+from ..runtime import cpu_has_bf16
 from .accuracy_settings import (
     REPO_ROOT,
     AccuracySettings,
@@ -29,11 +31,14 @@ from .accuracy_settings import (
 from .task1_scoring import predict_and_score
 
 __all__ = ["YOLO_CONF", "YOLO_MAX_DET", "yolo_obb_to_detections", "convert_for_yolo", "train_and_score_yolo",
+           "yolo_optimizer_warning",
            "yolo_rows"]
 
 #: The lowest threshold worth asking YOLO's predict for: AP integrates the whole PR curve.
 YOLO_CONF = 0.001
 YOLO_MAX_DET = 300
+
+LOG = logging.getLogger(__name__)
 
 
 def yolo_obb_to_detections(corners: ArrayLike, conf: ArrayLike, cls: ArrayLike,
@@ -112,6 +117,25 @@ def _ultralytics_yolo(settings: AccuracySettings) -> Any:
     return importlib.import_module("ultralytics").YOLO
 
 
+def yolo_optimizer_warning(settings: AccuracySettings, native_bf16: bool) -> str | None:
+    """Why Ultralytics' ``optimizer=auto`` would make this YOLO run slow, or None.
+
+    Under a time budget the run starts with 10,000 epochs (Ultralytics re-plans them after the first),
+    so ``auto`` takes MuSGD, its choice for runs over 10,000 iterations; MuSGD orthogonalises each
+    update with Newton-Schulz steps in bf16, emulated on a CPU without native bf16: measured on a
+    2-core AVX2 CPU, 10.6 s per iteration of YOLOv8n-OBB at batch 8, of which the model's forward and
+    backward take 2.5 s (docs/benchmarks.md, twenty-seventh round).
+    """
+    if settings.yolo_optimizer != "auto" or settings.minutes is None or not settings.device.startswith("cpu"):
+        return None
+    if native_bf16:
+        return None
+    return ("Ultralytics' optimizer=auto takes MuSGD under a time budget (it starts with 10,000 epochs); "
+            "its bf16 Newton-Schulz step is emulated on this CPU without native bf16 and costs most of "
+            "each iteration: --yolo-optimizer AdamW --yolo-lr0 0.002 is what auto picks for runs under "
+            "10,000 iterations, as any 45-minute CPU run is")
+
+
 def train_and_score_yolo(model_yaml: str, data_yaml: Path, settings: AccuracySettings, input_size: int,
                          batch_size: int, images: dict[str, Path], classes: Sequence[str]) -> ModelScore:
     """Train one YOLO-OBB from its YAML with Ultralytics' time budget, then score its ``last.pt``."""
@@ -122,7 +146,13 @@ def train_and_score_yolo(model_yaml: str, data_yaml: Path, settings: AccuracySet
         data=str(data_yaml), imgsz=input_size, batch=batch_size, device=_yolo_device(settings.device),
         workers=settings.workers, project=str(settings.work_dir / "yolo_runs"), name=name, exist_ok=True,
         pretrained=False, amp=False, plots=False, val=False, seed=settings.seed, deterministic=False,
-        verbose=False, epochs=settings.max_epochs if settings.max_epochs is not None else 10_000)
+        verbose=False, epochs=settings.max_epochs if settings.max_epochs is not None else 10_000,
+        optimizer=settings.yolo_optimizer)
+    if settings.yolo_lr0 is not None:
+        train_args["lr0"] = settings.yolo_lr0
+    warning = yolo_optimizer_warning(settings, cpu_has_bf16())
+    if warning is not None:
+        LOG.warning("%s", warning)
     if settings.minutes is not None:
         train_args["time"] = settings.minutes / 60.0
     start = time.perf_counter()
