@@ -326,22 +326,21 @@ def soft_peak_targets(targets: dict[str, Tensor], slots: dict[str, Tensor], alig
     n = slots["ind"].shape[1] // k
     with torch.no_grad():
         counted = best_only.eq(1.0)
-        rank = alignment.view(b, n, k).argsort(dim=1, descending=True, stable=True)[:, 1:topk]
-        runner_ind = slots["ind"].view(b, n, k).gather(1, rank)  # (B, topk - 1, K)
-        usable = alignment.view(b, n, k).gather(1, rank) >= 0
-        usable = usable & targets["mask"][:, None, :]
-        relative = aligned_slot_weights(alignment, k).view(b, n, k).gather(1, rank)
+        grouped = alignment.view(b, n, k)
+        rank = grouped.argsort(dim=1, descending=True, stable=True)[:, 1:topk]  # (B, topk - 1, K)
+        runner_ind = slots["ind"].view(b, n, k).gather(1, rank).flatten(1)
+        usable = ((grouped.gather(1, rank) >= 0) & targets["mask"][:, None, :]).flatten(1)
+        relative = aligned_slot_weights(alignment, k).view(b, n, k).gather(1, rank).flatten(1)
         spare = h * w  # unusable slots write to an extra cell, cut off below
-        runner_ind = torch.where(usable, runner_ind, torch.full_like(runner_ind, spare)).flatten(1)
         cls = object_classes(targets)[:, None, :].expand(b, rank.shape[1], k).flatten(1)
         batch_idx = torch.arange(b, device=best_only.device)[:, None]
         hm = torch.cat([best_only.flatten(2), best_only.new_zeros(b, c, 1)], dim=2)
-        hm[batch_idx, cls, runner_ind] = 1.0
-        quality = best_only.new_ones(b, h * w + 1)
-        quality[batch_idx, runner_ind] = relative.flatten(1).float()
-        # Written last: a cell that is one object's best keeps target 1 whatever another ranks it.
-        quality[:, :spare] = torch.where(counted.any(dim=1).flatten(1), 1.0, quality[:, :spare])
-        return (hm[..., :spare].reshape(b, c, h, w), quality[:, :spare].reshape(b, 1, h, w), counted)
+        hm[batch_idx, cls, torch.where(usable, runner_ind, torch.full_like(runner_ind, spare))] = 1.0
+        quality = centre_quality_map(relative, runner_ind, usable, (h, w))
+        # Then 1 at the best cells: a cell that is one object's best keeps target 1 whatever another
+        # ranks it.
+        quality = torch.where(counted.any(dim=1, keepdim=True), 1.0, quality)
+        return hm[..., :spare].reshape(b, c, h, w), quality, counted
 
 
 def masked_smooth_l1(pred: Tensor, target: Tensor, mask: Tensor, beta: float = 1.0) -> Tensor:
@@ -461,7 +460,7 @@ def slot_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def centre_quality_map(quality: Tensor, ind: Tensor, mask: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Per-object qualities written at their centre cells, for :func:`focal_loss_with_logits`.
+    """Per-object qualities written at their centre cells (or any cells), for :func:`focal_loss_with_logits`.
 
     Args:
         quality: ``(B, K)`` values; ind: ``(B, K)`` long centre cells ``y * w + x``; mask: ``(B, K)``
